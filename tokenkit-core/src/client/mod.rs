@@ -1,0 +1,564 @@
+//! The API client: a builder, request builders, and the request flow (token, send with
+//! timeout, compare-and-refresh recovery, typed errors).
+
+mod request;
+mod url;
+
+pub use request::{ApiResponse, RequestBuilder};
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::{self, Either};
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use http::Method;
+
+use crate::context::{ContextProvider, TaskContextProvider};
+use crate::error::Error;
+use crate::events::Events;
+use crate::policy::{RefreshPolicy, StandardPolicy};
+use crate::redact::{is_sensitive_header, RedactedHeaders};
+use crate::rotation::manager::Manager;
+use crate::runtime::{Clock, Runtime};
+use crate::source::{ProvidedToken, ProviderSource, TokenSource};
+use crate::store::{MemoryStore, TokenStore};
+use crate::token::{AccessToken, TokenRecord};
+use crate::transport::Transport;
+
+/// Default timeout of a request (and of a token fetch).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Formats the header value from the access token and its type.
+pub type Formatter = Arc<dyn Fn(&AccessToken, Option<&str>) -> String + Send + Sync>;
+
+/// The default header value: `Bearer <token>`, or `<type> <token>` when the source reported a
+/// type other than bearer.
+pub fn default_format(token: &AccessToken, token_type: Option<&str>) -> String {
+    match token_type {
+        Some(kind) if !kind.eq_ignore_ascii_case("bearer") && !kind.is_empty() => {
+            format!("{kind} {}", token.secret())
+        }
+        _ => format!("Bearer {}", token.secret()),
+    }
+}
+
+/// An HTTP client that authenticates its requests. Cheap to clone (clones share the token
+/// state); `Send + Sync`.
+///
+/// Build one with [`Client::builder`] (or an adapter's `builder()` preset, which supplies the
+/// transport and runtime hooks).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    base: ::url::Url,
+    default_headers: HeaderMap,
+    timeout: Option<Duration>,
+    transport: Arc<dyn Transport>,
+    runtime: Runtime,
+    context_provider: Arc<dyn ContextProvider>,
+    auth: Option<Auth>,
+}
+
+struct Auth {
+    manager: Manager,
+    header_name: HeaderName,
+    formatter: Formatter,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        f.debug_struct("Client")
+            .field("base_url", &inner.base.as_str())
+            .field("default_headers", &RedactedHeaders(&inner.default_headers))
+            .field("timeout", &inner.timeout)
+            .field("transport", &inner.transport)
+            .field("auth", &inner.auth.as_ref().map(|a| (&a.header_name, &a.manager)))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A builder for a client whose requests resolve against `base_url`.
+    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(base_url)
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &::url::Url {
+        &self.inner.base
+    }
+
+    /// A request with any method.
+    pub fn request(&self, method: Method, target: impl Into<String>) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), method, target.into())
+    }
+
+    /// A GET request.
+    pub fn get(&self, target: impl Into<String>) -> RequestBuilder {
+        self.request(Method::GET, target)
+    }
+
+    /// A POST request (not retried unless opted in).
+    pub fn post(&self, target: impl Into<String>) -> RequestBuilder {
+        self.request(Method::POST, target)
+    }
+
+    /// A PUT request.
+    pub fn put(&self, target: impl Into<String>) -> RequestBuilder {
+        self.request(Method::PUT, target)
+    }
+
+    /// A PATCH request (not retried unless opted in).
+    pub fn patch(&self, target: impl Into<String>) -> RequestBuilder {
+        self.request(Method::PATCH, target)
+    }
+
+    /// A DELETE request.
+    pub fn delete(&self, target: impl Into<String>) -> RequestBuilder {
+        self.request(Method::DELETE, target)
+    }
+
+    /// The current token record of the ambient session, refreshed first if it is missing,
+    /// expired or due. Fails when the client has no token source.
+    pub async fn token(&self) -> Result<Arc<TokenRecord>, Error> {
+        let auth = self.auth()?;
+        let ctx = self.inner.context_provider.current();
+        auth.manager.token(ctx.as_ref()).await
+    }
+
+    fn auth(&self) -> Result<&Auth, Error> {
+        self.inner
+            .auth
+            .as_ref()
+            .ok_or_else(|| Error::config("this client has no token source"))
+    }
+
+    pub(crate) async fn send_with_timeout(
+        &self,
+        request: http::Request<bytes::Bytes>,
+        timeout: Option<Duration>,
+    ) -> Result<http::Response<bytes::Bytes>, Error> {
+        let send = self.inner.transport.send(request);
+        match (timeout, &self.inner.runtime.sleep) {
+            (Some(limit), Some(sleep)) => match future::select(send, sleep.sleep(limit)).await {
+                Either::Left((result, _)) => result.map_err(Error::from),
+                Either::Right(_) => Err(Error::timeout(format!(
+                    "no response within {}ms",
+                    limit.as_millis()
+                ))),
+            },
+            _ => send.await.map_err(Error::from),
+        }
+    }
+}
+
+enum PolicyChoice {
+    Standard(StandardPolicy),
+    Custom(Arc<dyn RefreshPolicy>),
+}
+
+/// Configures a [`Client`]. Errors in the chain (an invalid header, a bad URL) are kept and
+/// reported by [`build`](ClientBuilder::build).
+#[must_use = "call .build() to get a Client"]
+pub struct ClientBuilder {
+    base_url: String,
+    default_headers: HeaderMap,
+    timeout: Option<Duration>,
+    fetch_timeout: Option<Duration>,
+    transport: Option<Arc<dyn Transport>>,
+    runtime: Runtime,
+    context_provider: Arc<dyn ContextProvider>,
+    source: Option<Arc<dyn TokenSource>>,
+    store: Option<Arc<dyn TokenStore>>,
+    policy: Option<PolicyChoice>,
+    provider_mode: bool,
+    header_name: HeaderName,
+    formatter: Formatter,
+    events: Events,
+    error: Option<Error>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("default_headers", &RedactedHeaders(&self.default_headers))
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// A builder with the defaults: 30 s timeouts, a memory store, the task-scoped context
+    /// provider, `Authorization: Bearer <token>`, no transport yet.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            default_headers: HeaderMap::new(),
+            timeout: Some(DEFAULT_TIMEOUT),
+            fetch_timeout: Some(DEFAULT_TIMEOUT),
+            transport: None,
+            runtime: Runtime::new(),
+            context_provider: Arc::new(TaskContextProvider),
+            source: None,
+            store: None,
+            policy: None,
+            provider_mode: false,
+            header_name: AUTHORIZATION,
+            formatter: Arc::new(default_format),
+            events: Events::default(),
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, err: Error) {
+        self.error.get_or_insert(err);
+    }
+
+    /// Sets the transport.
+    pub fn transport(mut self, transport: impl Transport + 'static) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// Sets a shared transport.
+    pub fn shared_transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Sets the runtime hooks (clock, sleeper, spawner).
+    pub fn runtime(mut self, runtime: Runtime) -> Self {
+        self.runtime = runtime;
+        self
+    }
+
+    /// Replaces only the clock (tests inject a `ManualClock` here).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.runtime = self.runtime.with_clock(clock);
+        self
+    }
+
+    /// Adds a header sent with every request. Credential headers are marked sensitive.
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        match request::header_pair(name, value) {
+            Ok((name, value)) => {
+                self.default_headers.append(name, value);
+            }
+            Err(err) => self.fail(err),
+        }
+        self
+    }
+
+    /// The timeout of each request attempt (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Disables request timeouts (needed when no Sleep hook is available).
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = None;
+        self.fetch_timeout = None;
+        self
+    }
+
+    /// The timeout of a token fetch (default 30 s); `None` disables it.
+    pub fn token_fetch_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.fetch_timeout = timeout;
+        self
+    }
+
+    /// Sets the context provider (default: [`TaskContextProvider`]).
+    pub fn context_provider(mut self, provider: impl ContextProvider + 'static) -> Self {
+        self.context_provider = Arc::new(provider);
+        self
+    }
+
+    /// Sets the token source.
+    pub fn token_source(mut self, source: impl TokenSource + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Provider mode: `provider` is called whenever a new token is needed. The policy defaults
+    /// to [`StandardPolicy::provider`] (10 s refresh buffer).
+    ///
+    /// ```
+    /// # use tokenkit_core::{Client, ProvidedToken};
+    /// let builder = Client::builder("https://api.example.com").provider(|| async {
+    ///     // call your token endpoint here
+    ///     Ok::<_, std::io::Error>(ProvidedToken::new("token-value", 3600))
+    /// });
+    /// ```
+    pub fn provider<F, Fut, E>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ProvidedToken, E>> + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        self.source = Some(Arc::new(ProviderSource::new(provider)));
+        self.provider_mode = true;
+        self
+    }
+
+    /// Sets the token store (default: a [`MemoryStore`]).
+    pub fn store(mut self, store: impl TokenStore + 'static) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Sets a shared token store.
+    pub fn shared_store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Sets the refresh policy.
+    pub fn policy(mut self, policy: StandardPolicy) -> Self {
+        self.policy = Some(PolicyChoice::Standard(policy));
+        self
+    }
+
+    /// Sets a custom refresh policy. The shortcuts below ([`refresh_buffer`](Self::refresh_buffer),
+    /// [`refresh_on_status`](Self::refresh_on_status), [`max_recovery_tries`](Self::max_recovery_tries))
+    /// then report an error: configure the custom policy instead.
+    pub fn custom_policy(mut self, policy: impl RefreshPolicy + 'static) -> Self {
+        self.policy = Some(PolicyChoice::Custom(Arc::new(policy)));
+        self
+    }
+
+    fn standard_policy(&mut self) -> Option<&mut StandardPolicy> {
+        if self.policy.is_none() {
+            let default = if self.provider_mode { StandardPolicy::provider() } else { StandardPolicy::default() };
+            self.policy = Some(PolicyChoice::Standard(default));
+        }
+        if matches!(self.policy, Some(PolicyChoice::Custom(_))) {
+            self.fail(Error::config("a custom policy is set: configure it directly"));
+            return None;
+        }
+        match &mut self.policy {
+            Some(PolicyChoice::Standard(policy)) => Some(policy),
+            _ => None,
+        }
+    }
+
+    /// Provider mode's `refresh_buffer`: the proactive window (default 10 s).
+    pub fn refresh_buffer(mut self, window: Duration) -> Self {
+        if let Some(policy) = self.standard_policy() {
+            policy.refresh_before = window;
+        }
+        self
+    }
+
+    /// Statuses that trigger recovery with a new token (default `[401]`).
+    pub fn refresh_on_status(mut self, statuses: impl IntoIterator<Item = http::StatusCode>) -> Self {
+        let statuses: Vec<_> = statuses.into_iter().collect();
+        if let Some(policy) = self.standard_policy() {
+            policy.refresh_on_status = statuses;
+        }
+        self
+    }
+
+    /// Recoveries per request before giving up (default 5).
+    pub fn max_recovery_tries(mut self, tries: u32) -> Self {
+        if let Some(policy) = self.standard_policy() {
+            policy.max_recovery_tries = tries;
+        }
+        self
+    }
+
+    /// The header the token goes in (default `Authorization`).
+    pub fn header_name<K>(mut self, name: K) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+    {
+        match HeaderName::try_from(name) {
+            Ok(name) => self.header_name = name,
+            Err(e) => {
+                let e: http::Error = e.into();
+                self.fail(Error::config(format!("invalid header name: {e}")));
+            }
+        }
+        self
+    }
+
+    /// Formats the header value from the token (default `Bearer <token>`).
+    pub fn formatter(mut self, formatter: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
+        self.formatter = Arc::new(move |token: &AccessToken, _kind: Option<&str>| formatter(token.secret()));
+        self
+    }
+
+    /// Called with a message each time a token is obtained.
+    pub fn on_token_refresh(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.events.on_token_refresh = Some(Arc::new(f));
+        self
+    }
+
+    /// Called with a message when a response status means "token rejected".
+    pub fn on_auth_fail(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.events.on_auth_fail = Some(Arc::new(f));
+        self
+    }
+
+    /// Called with the error each time a token fetch fails.
+    pub fn on_token_request_fail(mut self, f: impl Fn(&Error) + Send + Sync + 'static) -> Self {
+        self.events.on_token_request_fail = Some(Arc::new(f));
+        self
+    }
+
+    /// Called with a message before each replay with a new token.
+    pub fn on_recovery_try(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.events.on_recovery_try = Some(Arc::new(f));
+        self
+    }
+
+    /// Called with the count at every multiple of the token try threshold of consecutive
+    /// fetch failures (the 10th, 20th, … by default).
+    pub fn on_token_try_threshold(mut self, f: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.events.on_token_try_threshold = Some(Arc::new(f));
+        self
+    }
+
+    /// Called with a message when a request's recoveries are exhausted.
+    pub fn on_recovery_abort(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.events.on_recovery_abort = Some(Arc::new(f));
+        self
+    }
+
+    /// Failures between two `on_token_try_threshold` calls (default 10; 0 disables).
+    pub fn token_try_threshold(mut self, threshold: u64) -> Self {
+        self.events.token_try_threshold = threshold;
+        self
+    }
+
+    /// Include token values in callback messages and log messages (default false). Only for
+    /// debugging: tokens then reach your logs.
+    pub fn add_token_to_logs(mut self, enabled: bool) -> Self {
+        self.events.add_token_to_logs = enabled;
+        self
+    }
+
+    /// Builds the client, reporting the first configuration error.
+    pub fn build(mut self) -> Result<Client, Error> {
+        if let Some(err) = self.error.take() {
+            return Err(err);
+        }
+        let base = url::parse_base(&self.base_url)?;
+        let transport = self
+            .transport
+            .take()
+            .ok_or_else(|| Error::config("no transport: use an adapter's builder() or call .transport(..)"))?;
+        if (self.timeout.is_some() || (self.source.is_some() && self.fetch_timeout.is_some()))
+            && !self.runtime.has_sleep()
+        {
+            return Err(Error::config(
+                "timeouts need a Sleep hook: set .runtime(..) (adapters' builder() do) or call .no_timeout()",
+            ));
+        }
+        let policy: Arc<dyn RefreshPolicy> = match self.policy.take() {
+            Some(PolicyChoice::Custom(policy)) => policy,
+            Some(PolicyChoice::Standard(policy)) => Arc::new(policy),
+            None if self.provider_mode => Arc::new(StandardPolicy::provider()),
+            None => Arc::new(StandardPolicy::default()),
+        };
+        let auth = self.source.take().map(|source| Auth {
+            manager: Manager::new(
+                source,
+                self.store.take().unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                policy,
+                self.runtime.clone(),
+                self.events.clone(),
+                self.fetch_timeout,
+            ),
+            header_name: self.header_name.clone(),
+            formatter: Arc::clone(&self.formatter),
+        });
+        for (name, value) in self.default_headers.iter_mut() {
+            if is_sensitive_header(name) {
+                value.set_sensitive(true);
+            }
+        }
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                base,
+                default_headers: self.default_headers,
+                timeout: self.timeout,
+                transport,
+                runtime: self.runtime,
+                context_provider: self.context_provider,
+                auth,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn client_is_send_sync_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Client>();
+    }
+
+    #[test]
+    fn default_format_uses_bearer_unless_typed() {
+        let t = AccessToken::new("abc");
+        assert_eq!(default_format(&t, None), "Bearer abc");
+        assert_eq!(default_format(&t, Some("bearer")), "Bearer abc");
+        assert_eq!(default_format(&t, Some("MAC")), "MAC abc");
+    }
+
+    #[test]
+    fn build_reports_configuration_errors() {
+        let transport = crate::transport_fn(|_req: http::Request<bytes::Bytes>| async {
+            Ok(http::Response::new(bytes::Bytes::new()))
+        });
+        let err = Client::builder("http://h").build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "no transport");
+        let err = Client::builder("nope").transport(transport).build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Url);
+        let transport = crate::transport_fn(|_req: http::Request<bytes::Bytes>| async {
+            Ok(http::Response::new(bytes::Bytes::new()))
+        });
+        let err = Client::builder("http://h").transport(transport).build().unwrap_err();
+        assert!(err.message().contains("Sleep hook"), "{err}");
+        let err = Client::builder("http://h").header("bad header", "x").build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let err = Client::builder("http://h").header("x-ok", "bad\nvalue").build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let err = Client::builder("http://h").header_name("no spaces").build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn debug_redacts_default_credentials() {
+        let transport = crate::transport_fn(|_req: http::Request<bytes::Bytes>| async {
+            Ok(http::Response::new(bytes::Bytes::new()))
+        });
+        let client = Client::builder("http://h")
+            .transport(transport)
+            .no_timeout()
+            .header("x-api-key", "s3cr3t")
+            .build()
+            .unwrap();
+        assert!(!format!("{client:?}").contains("s3cr3t"));
+    }
+}

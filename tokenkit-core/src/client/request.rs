@@ -1,0 +1,316 @@
+//! Request builders, the request flow and responses.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{url as urls, Client};
+use crate::context::Context;
+use crate::error::{AuthFailure, Error, ErrorKind};
+use crate::redact::{is_sensitive_header, RedactedHeaders};
+
+pub(crate) fn header_pair<K, V>(name: K, value: V) -> Result<(HeaderName, HeaderValue), Error>
+where
+    HeaderName: TryFrom<K>,
+    <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+    HeaderValue: TryFrom<V>,
+    <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+{
+    let name = HeaderName::try_from(name).map_err(|e| {
+        let e: http::Error = e.into();
+        Error::config(format!("invalid header name: {e}"))
+    })?;
+    let mut value = HeaderValue::try_from(value).map_err(|e| {
+        let e: http::Error = e.into();
+        // The value itself is not echoed: it may be a credential.
+        Error::config(format!("invalid value for header {name}: {e}"))
+    })?;
+    if is_sensitive_header(&name) {
+        value.set_sensitive(true);
+    }
+    Ok((name, value))
+}
+
+/// A request being built. Errors in the chain are kept and returned by the `send` methods.
+#[must_use = "a request does nothing until it is sent"]
+pub struct RequestBuilder {
+    client: Client,
+    method: Method,
+    target: String,
+    headers: HeaderMap,
+    query: String,
+    body: Bytes,
+    timeout: Option<Option<Duration>>,
+    skip_auth: bool,
+    context: Option<Context>,
+    error: Option<Error>,
+}
+
+impl fmt::Debug for RequestBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBuilder")
+            .field("method", &self.method)
+            .field("target", &self.target)
+            .field("headers", &RedactedHeaders(&self.headers))
+            .field("body_len", &self.body.len())
+            .field("skip_auth", &self.skip_auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestBuilder {
+    pub(crate) fn new(client: Client, method: Method, target: String) -> Self {
+        Self {
+            client,
+            method,
+            target,
+            headers: HeaderMap::new(),
+            query: String::new(),
+            body: Bytes::new(),
+            timeout: None,
+            skip_auth: false,
+            context: None,
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, err: Error) {
+        self.error.get_or_insert(err);
+    }
+
+    /// Adds a header (replacing a client default of the same name).
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        match header_pair(name, value) {
+            Ok((name, value)) => {
+                self.headers.append(name, value);
+            }
+            Err(err) => self.fail(err),
+        }
+        self
+    }
+
+    /// Appends query parameters, serialized with `serde_urlencoded` (a map, a struct, or a
+    /// slice of pairs). Parameters already in the target are kept.
+    pub fn query<T: Serialize + ?Sized>(mut self, params: &T) -> Self {
+        match serde_urlencoded::to_string(params) {
+            Ok(encoded) if !encoded.is_empty() => {
+                if !self.query.is_empty() {
+                    self.query.push('&');
+                }
+                self.query.push_str(&encoded);
+            }
+            Ok(_) => {}
+            Err(e) => self.fail(Error::decode(format!("query parameters could not be encoded: {e}"))),
+        }
+        self
+    }
+
+    /// A JSON body (`Content-Type: application/json`).
+    pub fn json<T: Serialize + ?Sized>(mut self, body: &T) -> Self {
+        match serde_json::to_vec(body) {
+            Ok(bytes) => self.set_body(bytes.into(), "application/json"),
+            Err(e) => self.fail(Error::decode(format!("JSON body could not be encoded: {e}"))),
+        }
+        self
+    }
+
+    /// A form body (`Content-Type: application/x-www-form-urlencoded`).
+    pub fn form<T: Serialize + ?Sized>(mut self, body: &T) -> Self {
+        match serde_urlencoded::to_string(body) {
+            Ok(encoded) => self.set_body(encoded.into(), "application/x-www-form-urlencoded"),
+            Err(e) => self.fail(Error::decode(format!("form body could not be encoded: {e}"))),
+        }
+        self
+    }
+
+    /// A raw body with its content type.
+    pub fn body(mut self, body: impl Into<Bytes>, content_type: &str) -> Self {
+        match HeaderValue::from_str(content_type) {
+            Ok(_) => self.set_body(body.into(), content_type),
+            Err(_) => self.fail(Error::config("invalid content type")),
+        }
+        self
+    }
+
+    fn set_body(&mut self, body: Bytes, content_type: &str) {
+        self.body = body;
+        if let Ok(value) = HeaderValue::from_str(content_type) {
+            self.headers.insert(CONTENT_TYPE, value);
+        }
+    }
+
+    /// Overrides the client's timeout for this request.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(Some(timeout));
+        self
+    }
+
+    /// Sends this request without a token and without recovery.
+    pub fn skip_auth(mut self) -> Self {
+        self.skip_auth = true;
+        self
+    }
+
+    /// Uses `ctx` as this request's context instead of the ambient one.
+    pub fn context(mut self, ctx: Context) -> Self {
+        self.context = Some(ctx);
+        self
+    }
+
+    /// Sends the request and decodes a JSON body into `T`.
+    pub async fn send<T: DeserializeOwned>(self) -> Result<ApiResponse<T>, Error> {
+        let response = self.send_bytes().await?;
+        let data = serde_json::from_slice(&response.data).map_err(|e| {
+            // serde's message may quote the body; report only where and what class of error.
+            Error::decode(format!(
+                "response body is not the expected JSON ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+            .with_response(response.status, response.data.clone())
+        })?;
+        Ok(response.map(|_| data))
+    }
+
+    /// Sends the request and returns the body as text (invalid UTF-8 is replaced).
+    pub async fn send_text(self) -> Result<ApiResponse<String>, Error> {
+        let response = self.send_bytes().await?;
+        let text = String::from_utf8_lossy(&response.data).into_owned();
+        Ok(response.map(|_| text))
+    }
+
+    /// Sends the request and returns the raw body.
+    pub async fn send_bytes(self) -> Result<ApiResponse<Bytes>, Error> {
+        let (url, response) = self.execute().await?;
+        let (parts, body) = response.into_parts();
+        if parts.status.is_success() {
+            return Ok(ApiResponse {
+                data: body,
+                status: parts.status,
+                headers: parts.headers,
+                url,
+            });
+        }
+        let what = format!("{} {}", parts.status.as_u16(), url.path());
+        let kind = match parts.status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Auth(AuthFailure::Rejected),
+            _ => ErrorKind::Status,
+        };
+        Err(Error::new(kind, what).with_response(parts.status, body))
+    }
+
+    /// The request flow: token → send (with timeout) → on a rejected status, compare-and-refresh
+    /// and replay, at most `max_recovery_tries` times.
+    async fn execute(mut self) -> Result<(::url::Url, http::Response<Bytes>), Error> {
+        if let Some(err) = self.error.take() {
+            return Err(err);
+        }
+        let client = self.client.clone();
+        let inner = &client.inner;
+        let url = urls::resolve(&inner.base, &self.target, &self.query)?;
+        let uri = http::Uri::try_from(url.as_str())
+            .map_err(|e| Error::new(ErrorKind::Url, format!("URL is not a valid URI: {e}")))?;
+        let timeout = self.timeout.unwrap_or(inner.timeout);
+        // The token goes only to the base URL's origin.
+        let auth = inner
+            .auth
+            .as_ref()
+            .filter(|_| !self.skip_auth && urls::same_origin(&url, &inner.base));
+        let ctx = self.context.take().or_else(|| inner.context_provider.current());
+
+        let mut headers = inner.default_headers.clone();
+        for name in self.headers.keys() {
+            headers.remove(name);
+        }
+        headers.extend(self.headers.drain());
+
+        let mut token = match auth {
+            Some(auth) => Some(auth.manager.token(ctx.as_ref()).await?),
+            None => None,
+        };
+        let mut recoveries = 0;
+        loop {
+            let mut request = http::Request::new(self.body.clone());
+            *request.method_mut() = self.method.clone();
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = headers.clone();
+            if let (Some(auth), Some(record)) = (auth, &token) {
+                let access = record.access_token.as_ref().ok_or_else(|| {
+                    Error::new(ErrorKind::Auth(AuthFailure::TokenUnavailable), "the session holds no access token")
+                })?;
+                let formatted = (auth.formatter)(access, record.token_type.as_deref());
+                let mut value = HeaderValue::try_from(formatted)
+                    .map_err(|_| Error::invalid_token("the formatted token is not a valid header value"))?;
+                value.set_sensitive(true);
+                request.headers_mut().insert(auth.header_name.clone(), value);
+            }
+            let response = client.send_with_timeout(request, timeout).await?;
+            let (Some(auth), Some(record)) = (auth, &token) else {
+                return Ok((url, response));
+            };
+            if !auth.manager.policy().is_rejection(response.status()) {
+                return Ok((url, response));
+            }
+            let status = response.status();
+            auth.manager.events().auth_failed(status, record.access_token.as_ref());
+            match auth.manager.recover(ctx.as_ref(), record, recoveries).await {
+                Ok(next) => {
+                    recoveries += 1;
+                    token = Some(next);
+                }
+                Err(err) if err.auth_failure() == Some(AuthFailure::RecoveryExhausted) => {
+                    return Err(err.with_response(status, response.into_body()));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+/// A successful response: decoded data, status, headers and the final URL.
+#[non_exhaustive]
+pub struct ApiResponse<T> {
+    /// The decoded body.
+    pub data: T,
+    /// The status (2xx).
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The URL the request was sent to.
+    pub url: ::url::Url,
+}
+
+impl<T> ApiResponse<T> {
+    /// Maps the data, keeping status, headers and URL.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> ApiResponse<U> {
+        ApiResponse {
+            data: f(self.data),
+            status: self.status,
+            headers: self.headers,
+            url: self.url,
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for ApiResponse<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiResponse")
+            .field("data", &self.data)
+            .field("status", &self.status)
+            .field("headers", &RedactedHeaders(&self.headers))
+            .field("url", &self.url.as_str())
+            .finish()
+    }
+}

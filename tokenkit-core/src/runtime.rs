@@ -1,0 +1,164 @@
+//! The runtime seams: where time comes from, how to wait, how to run a task in the background.
+//!
+//! tokenkit-core depends on no async runtime. Adapters (or the user) supply a [`Sleep`] hook
+//! for timeouts and a [`Spawn`] hook for background refreshes; tests supply a
+//! [`ManualClock`](crate::runtime::ManualClock) (feature `test-util`) and move time by hand.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A boxed, sendable future, the currency of the runtime hooks.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The source of wall-clock time. Token lifetimes are wall-clock facts (`expires_at`), so the
+/// clock returns [`SystemTime`].
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current instant.
+    fn now(&self) -> SystemTime;
+}
+
+/// The operating system's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)] // the one place that reads the real clock
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Waits for a duration; used for timeouts and retry backoff.
+pub trait Sleep: Send + Sync + fmt::Debug {
+    /// A future that completes after `duration`.
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+}
+
+/// Runs a future to completion in the background.
+pub trait Spawn: Send + Sync + fmt::Debug {
+    /// Starts `task`. Returns an error when no executor is available (for instance outside a
+    /// runtime); the caller then drives the work itself.
+    fn spawn(&self, task: BoxFuture<'static, ()>) -> Result<(), SpawnError>;
+}
+
+/// A [`Spawn`] hook could not start a task.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("could not spawn a background task: {0}")]
+pub struct SpawnError(pub String);
+
+/// The set of runtime hooks a client uses: a clock (always), and optionally a sleeper and a
+/// spawner.
+///
+/// Without a [`Sleep`] hook timeouts cannot be enforced, so building a client with a timeout
+/// fails; without a [`Spawn`] hook refreshes in the proactive window are awaited by the
+/// request that notices them instead of running in the background.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) sleep: Option<Arc<dyn Sleep>>,
+    pub(crate) spawn: Option<Arc<dyn Spawn>>,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runtime {
+    /// The system clock, no sleeper, no spawner.
+    pub fn new() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            sleep: None,
+            spawn: None,
+        }
+    }
+
+    /// Replaces the clock.
+    pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Replaces the clock with a shared one.
+    pub fn with_shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets the sleeper used for timeouts and backoff.
+    pub fn with_sleep(mut self, sleep: impl Sleep + 'static) -> Self {
+        self.sleep = Some(Arc::new(sleep));
+        self
+    }
+
+    /// Sets the spawner used for background refreshes.
+    pub fn with_spawn(mut self, spawn: impl Spawn + 'static) -> Self {
+        self.spawn = Some(Arc::new(spawn));
+        self
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Whether a sleeper is set.
+    pub fn has_sleep(&self) -> bool {
+        self.sleep.is_some()
+    }
+
+    /// Whether a spawner is set.
+    pub fn has_spawn(&self) -> bool {
+        self.spawn.is_some()
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+pub use manual::ManualClock;
+
+#[cfg(any(test, feature = "test-util"))]
+mod manual {
+    use super::Clock;
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    /// A clock that moves only when told to. Clones share the same time.
+    #[derive(Clone, Debug)]
+    pub struct ManualClock(Arc<Mutex<SystemTime>>);
+
+    impl Default for ManualClock {
+        fn default() -> Self {
+            // A fixed, recognisable instant: 2026-01-01T00:00:00Z.
+            Self::new(UNIX_EPOCH + Duration::from_secs(1_767_225_600))
+        }
+    }
+
+    impl ManualClock {
+        /// A clock standing at `start`.
+        pub fn new(start: SystemTime) -> Self {
+            Self(Arc::new(Mutex::new(start)))
+        }
+
+        /// Moves the clock forward.
+        pub fn advance(&self, by: Duration) {
+            let mut now = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            *now += by;
+        }
+
+        /// Sets the clock to `to`.
+        pub fn set(&self, to: SystemTime) {
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = to;
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+}

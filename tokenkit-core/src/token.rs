@@ -1,0 +1,259 @@
+//! Tokens and the record a store keeps.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use crate::error::Error;
+
+macro_rules! secret {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        ///
+        /// Its `Debug` and `Display` print `[redacted]`; read the value with
+        /// [`secret`](Self::secret) only where it must leave the process.
+        #[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps a token value.
+            pub fn new(value: impl Into<String>) -> Self {
+                Self(value.into())
+            }
+
+            /// The token value. Never log it.
+            pub fn secret(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "([redacted])"))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("[redacted]")
+            }
+        }
+    };
+}
+
+secret!(
+    /// An access token: the credential sent with each request.
+    AccessToken
+);
+secret!(
+    /// A refresh token: the credential that obtains new access tokens.
+    RefreshToken
+);
+
+/// The largest lifetime tokenkit accepts for a token (100 years); anything beyond is treated
+/// as a malformed response rather than silently overflowing time arithmetic.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// What a store keeps for one session: the tokens, when they expire and when they were obtained.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TokenRecord {
+    /// The access token; `None` when only a refresh token survived (it is then refreshed).
+    pub access_token: Option<AccessToken>,
+    /// The refresh token, if the source issued one.
+    pub refresh_token: Option<RefreshToken>,
+    /// The token type (`Bearer`, …) as the source reported it.
+    pub token_type: Option<String>,
+    /// The granted scope, if reported.
+    pub scope: Option<String>,
+    /// When the access token expires; `None` means "until rejected".
+    pub expires_at: Option<SystemTime>,
+    /// When the access token was obtained (the last refresh).
+    pub obtained_at: SystemTime,
+}
+
+impl TokenRecord {
+    /// A record holding `access_token`, obtained at `obtained_at`, with no expiry.
+    pub fn new(access_token: AccessToken, obtained_at: SystemTime) -> Self {
+        Self {
+            access_token: Some(access_token),
+            refresh_token: None,
+            token_type: None,
+            scope: None,
+            expires_at: None,
+            obtained_at,
+        }
+    }
+
+    /// A record that holds only a refresh token (its access token is gone); it will be refreshed.
+    pub fn from_refresh_token(refresh_token: RefreshToken, obtained_at: SystemTime) -> Self {
+        Self {
+            access_token: None,
+            refresh_token: Some(refresh_token),
+            token_type: None,
+            scope: None,
+            expires_at: None,
+            obtained_at,
+        }
+    }
+
+    /// Sets the refresh token.
+    pub fn with_refresh_token(mut self, token: RefreshToken) -> Self {
+        self.refresh_token = Some(token);
+        self
+    }
+
+    /// Sets the token type.
+    pub fn with_token_type(mut self, token_type: impl Into<String>) -> Self {
+        self.token_type = Some(token_type.into());
+        self
+    }
+
+    /// Sets the scope.
+    pub fn with_scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Sets the absolute expiry.
+    pub fn with_expires_at(mut self, expires_at: SystemTime) -> Self {
+        self.expires_at = Some(expires_at);
+        self
+    }
+
+    /// Sets the expiry relative to `obtained_at`, rejecting absurd lifetimes.
+    pub fn with_expires_in(mut self, lifetime: Duration) -> Result<Self, Error> {
+        if lifetime > MAX_TOKEN_LIFETIME {
+            return Err(Error::invalid_token(format!(
+                "token lifetime of {}s exceeds the maximum of {}s",
+                lifetime.as_secs(),
+                MAX_TOKEN_LIFETIME.as_secs()
+            )));
+        }
+        let expires_at = self
+            .obtained_at
+            .checked_add(lifetime)
+            .ok_or_else(|| Error::invalid_token("token expiry is out of range"))?;
+        self.expires_at = Some(expires_at);
+        Ok(self)
+    }
+
+    /// The access token's lifetime as issued (`expires_at - obtained_at`), if it expires.
+    pub fn lifetime(&self) -> Option<Duration> {
+        let expires_at = self.expires_at?;
+        Some(
+            expires_at
+                .duration_since(self.obtained_at)
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+
+    /// Whether both records carry the same access and refresh tokens.
+    pub fn same_tokens(&self, other: &TokenRecord) -> bool {
+        self.access_token == other.access_token && self.refresh_token == other.refresh_token
+    }
+
+    /// Checks that the tokens can travel in an HTTP header: non-empty, visible ASCII only
+    /// (no CR, LF, control bytes or non-ASCII), and a plausible token type.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.access_token.is_none() && self.refresh_token.is_none() {
+            return Err(Error::invalid_token("the token record holds no token"));
+        }
+        if let Some(token) = &self.access_token {
+            check_token_chars("access token", token.secret())?;
+        }
+        if let Some(token) = &self.refresh_token {
+            check_token_chars("refresh token", token.secret())?;
+        }
+        if let Some(kind) = &self.token_type {
+            check_token_chars("token type", kind)?;
+        }
+        Ok(())
+    }
+
+    /// A stable, non-reversible fingerprint of the refresh token (or, without one, of the
+    /// access token), used to key single-flight refreshes. Never a secret.
+    pub fn fingerprint(&self) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        match (&self.refresh_token, &self.access_token) {
+            (Some(refresh), _) => ("r", refresh.secret()).hash(&mut hasher),
+            (None, Some(access)) => ("a", access.secret()).hash(&mut hasher),
+            (None, None) => "none".hash(&mut hasher),
+        }
+        hasher.finish()
+    }
+}
+
+fn check_token_chars(what: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::invalid_token(format!("the {what} is empty")));
+    }
+    if let Some(bad) = value.bytes().find(|b| !(0x21..=0x7e).contains(b)) {
+        let shown = match bad {
+            b'\r' => "CR".to_owned(),
+            b'\n' => "LF".to_owned(),
+            other => format!("0x{other:02x}"),
+        };
+        return Err(Error::invalid_token(format!(
+            "the {what} contains a byte that is illegal in a header ({shown})"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn secrets_never_print() {
+        let access = AccessToken::new("s3cr3t-access");
+        let refresh = RefreshToken::new("s3cr3t-refresh");
+        let record = TokenRecord::new(access.clone(), UNIX_EPOCH).with_refresh_token(refresh.clone());
+        for text in [
+            format!("{access:?}"),
+            format!("{access}"),
+            format!("{refresh:?}"),
+            format!("{refresh}"),
+            format!("{record:?}"),
+            format!("{record:#?}"),
+        ] {
+            assert!(!text.contains("s3cr3t"), "leaked in {text}");
+        }
+        assert_eq!(access.secret(), "s3cr3t-access");
+    }
+
+    #[test]
+    fn validate_rejects_header_breaking_tokens() {
+        for bad in ["", "zq\r\nzq", "zq zq", "zq\u{e9}", "zq\0"] {
+            let record = TokenRecord::new(AccessToken::new(bad), UNIX_EPOCH);
+            let err = record.validate().unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidToken, "{bad:?}");
+            assert!(!err.to_string().contains(bad) || bad.is_empty());
+        }
+        TokenRecord::new(AccessToken::new("abc.DEF-123_~+/="), UNIX_EPOCH)
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn absurd_lifetimes_are_rejected() {
+        let record = TokenRecord::new(AccessToken::new("a"), UNIX_EPOCH);
+        assert!(record.clone().with_expires_in(MAX_TOKEN_LIFETIME * 2).is_err());
+        let ok = record.with_expires_in(Duration::from_secs(60)).unwrap();
+        assert_eq!(ok.lifetime(), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn fingerprint_prefers_refresh_token() {
+        let a = TokenRecord::new(AccessToken::new("a1"), UNIX_EPOCH).with_refresh_token(RefreshToken::new("r"));
+        let b = TokenRecord::new(AccessToken::new("a2"), UNIX_EPOCH).with_refresh_token(RefreshToken::new("r"));
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        let c = TokenRecord::new(AccessToken::new("a1"), UNIX_EPOCH);
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+}
