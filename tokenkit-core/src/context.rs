@@ -107,7 +107,9 @@ pin_project_lite::pin_project! {
 
 impl<F> fmt::Debug for WithContext<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WithContext").field("ctx", &self.ctx).finish_non_exhaustive()
+        f.debug_struct("WithContext")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,7 +133,6 @@ impl<F: Future> Future for WithContext<F> {
         this.future.poll(cx)
     }
 }
-
 
 #[cfg(test)]
 mod tests {

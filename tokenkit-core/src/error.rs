@@ -283,8 +283,10 @@ mod tests {
 
     #[test]
     fn display_and_debug_never_include_body() {
-        let err = Error::new(ErrorKind::Status, "GET /x")
-            .with_response(StatusCode::BAD_REQUEST, Bytes::from_static(b"{\"token\":\"s3cr3t\"}"));
+        let err = Error::new(ErrorKind::Status, "GET /x").with_response(
+            StatusCode::BAD_REQUEST,
+            Bytes::from_static(b"{\"token\":\"s3cr3t\"}"),
+        );
         assert!(!format!("{err}").contains("s3cr3t"));
         assert!(!format!("{err:?}").contains("s3cr3t"));
         assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));

@@ -108,10 +108,7 @@ impl Events {
     }
 
     pub(crate) fn recovery_try(&self, attempt: u32, max: u32, token: Option<&AccessToken>) {
-        let message = format!(
-            "recovery attempt {attempt} of {max}{}",
-            self.token_suffix(token)
-        );
+        let message = format!("recovery attempt {attempt} of {max}{}", self.token_suffix(token));
         tracing::info!(target: "tokenkit", attempt, max, "{message}");
         if let Some(cb) = &self.on_recovery_try {
             cb(&message);

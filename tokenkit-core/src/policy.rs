@@ -124,7 +124,11 @@ impl StandardPolicy {
 
     /// Sets the jitter fraction (clamped to 0.0–1.0; NaN counts as 0).
     pub fn jitter(mut self, fraction: f64) -> Self {
-        self.jitter = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
+        self.jitter = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
         self
     }
 
@@ -173,9 +177,7 @@ impl RefreshPolicy for StandardPolicy {
             .saturating_add(self.jitter_for(record))
             .min(half_life);
         if remaining <= window {
-            let since_refresh = now
-                .duration_since(record.obtained_at)
-                .unwrap_or(Duration::ZERO);
+            let since_refresh = now.duration_since(record.obtained_at).unwrap_or(Duration::ZERO);
             if since_refresh >= self.min_interval {
                 return Freshness::Stale;
             }
@@ -194,7 +196,9 @@ impl RefreshPolicy for StandardPolicy {
 
 /// A duration string could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: expected a whole number followed by ms, s, m, h or d (e.g. \"30s\", \"5m\")")]
+#[error(
+    "invalid duration {input:?}: expected a whole number followed by ms, s, m, h or d (e.g. \"30s\", \"5m\")"
+)]
 pub struct DurationParseError {
     input: String,
 }
@@ -310,7 +314,9 @@ mod tests {
 
     #[test]
     fn min_interval_delays_proactive_refresh() {
-        let p = no_jitter().refresh_before(Duration::from_secs(100)).clock_skew(Duration::ZERO);
+        let p = no_jitter()
+            .refresh_before(Duration::from_secs(100))
+            .clock_skew(Duration::ZERO);
         let r = record(300);
         // In the window at 200 s and 200 s since obtained >= 30 s.
         assert_eq!(p.freshness(Some(&r), at(200)), Freshness::Stale);
@@ -348,7 +354,10 @@ mod tests {
             let start = (0..=500).find(|s| p.freshness(Some(&r), at(100_000 - 1500 + s)) == Freshness::Stale);
             stale_starts.insert(start);
         }
-        assert!(stale_starts.len() > 10, "jitter should spread refreshes: {stale_starts:?}");
+        assert!(
+            stale_starts.len() > 10,
+            "jitter should spread refreshes: {stale_starts:?}"
+        );
     }
 
     #[test]
@@ -370,7 +379,16 @@ mod tests {
         assert_eq!(parse_duration(" 45 ").unwrap(), Duration::from_secs(45));
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert_eq!("5m".parse::<DurationStr>().unwrap().0, Duration::from_secs(300));
-        for bad in ["", "s", "-5s", "1.5h", "5 minutes", "5w", "99999999999999999999d", "5m5s"] {
+        for bad in [
+            "",
+            "s",
+            "-5s",
+            "1.5h",
+            "5 minutes",
+            "5w",
+            "99999999999999999999d",
+            "5m5s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should fail");
         }
         let msg = parse_duration("5w").unwrap_err().to_string();

@@ -2,7 +2,7 @@
 //!
 //! tokenkit-core depends on no async runtime. Adapters (or the user) supply a [`Sleep`] hook
 //! for timeouts and a [`Spawn`] hook for background refreshes; tests supply a
-//! [`ManualClock`](crate::runtime::ManualClock) (feature `test-util`) and move time by hand.
+//! `ManualClock` (feature `test-util`) and move time by hand.
 
 use std::fmt;
 use std::future::Future;

@@ -250,8 +250,10 @@ mod tests {
 
     #[test]
     fn fingerprint_prefers_refresh_token() {
-        let a = TokenRecord::new(AccessToken::new("a1"), UNIX_EPOCH).with_refresh_token(RefreshToken::new("r"));
-        let b = TokenRecord::new(AccessToken::new("a2"), UNIX_EPOCH).with_refresh_token(RefreshToken::new("r"));
+        let a =
+            TokenRecord::new(AccessToken::new("a1"), UNIX_EPOCH).with_refresh_token(RefreshToken::new("r"));
+        let b =
+            TokenRecord::new(AccessToken::new("a2"), UNIX_EPOCH).with_refresh_token(RefreshToken::new("r"));
         assert_eq!(a.fingerprint(), b.fingerprint());
         let c = TokenRecord::new(AccessToken::new("a1"), UNIX_EPOCH);
         assert_ne!(a.fingerprint(), c.fingerprint());

@@ -162,7 +162,8 @@ mod tests {
 
     #[test]
     fn transport_fn_sends() {
-        let t = transport_fn(|req: http::Request<Bytes>| async move { Ok(http::Response::new(req.into_body())) });
+        let t =
+            transport_fn(|req: http::Request<Bytes>| async move { Ok(http::Response::new(req.into_body())) });
         let resp = futures_executor::block_on(t.send(http::Request::new(Bytes::from_static(b"hi")))).unwrap();
         assert_eq!(resp.body().as_ref(), b"hi");
     }

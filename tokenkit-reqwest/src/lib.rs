@@ -1,1 +1,131 @@
-//! tmp
+//! # tokenkit-reqwest
+//!
+//! [reqwest] as the transport of a tokenkit [`Client`]: [`ReqwestTransport`] plus a
+//! [`builder()`] preset that also installs the tokio runtime hooks, so one line gets a client.
+//!
+//! ```no_run
+//! use tokenkit_core::ProvidedToken;
+//!
+//! # async fn run() -> Result<(), tokenkit_core::Error> {
+//! let client = tokenkit_reqwest::builder("https://api.example.com")
+//!     .provider(|| async { Ok::<_, std::io::Error>(ProvidedToken::new("token", 3600)) })
+//!     .build()?;
+//! let me = client.get("/me").send::<serde_json::Value>().await?;
+//! println!("{}", me.data);
+//! # Ok(()) }
+//! ```
+//!
+//! Features: `rustls` (default) enables HTTPS through reqwest's rustls backend. TLS
+//! verification stays on; relax it only on the `reqwest::Client` you pass in, never globally.
+#![forbid(unsafe_code)]
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use tokenkit_core::{Client, ClientBuilder, Transport, TransportError, TransportErrorKind};
+
+pub use reqwest;
+
+/// The default cap on a buffered response body: 16 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A [`Transport`] over a `reqwest::Client`.
+#[derive(Debug, Clone)]
+pub struct ReqwestTransport {
+    client: reqwest::Client,
+    max_response_bytes: usize,
+}
+
+impl Default for ReqwestTransport {
+    fn default() -> Self {
+        Self::from(reqwest::Client::new())
+    }
+}
+
+impl From<reqwest::Client> for ReqwestTransport {
+    fn from(client: reqwest::Client) -> Self {
+        Self {
+            client,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+impl ReqwestTransport {
+    /// Wraps `client`.
+    pub fn new(client: reqwest::Client) -> Self {
+        Self::from(client)
+    }
+
+    /// Caps the size of a buffered response body (default 16 MiB); larger bodies fail with a
+    /// transport error instead of exhausting memory.
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
+        self
+    }
+}
+
+#[async_trait]
+impl Transport for ReqwestTransport {
+    async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
+        let request = reqwest::Request::try_from(request).map_err(map_error)?;
+        let mut response = self.client.execute(request).await.map_err(map_error)?;
+        if response
+            .content_length()
+            .is_some_and(|len| len > self.max_response_bytes as u64)
+        {
+            return Err(too_large(self.max_response_bytes));
+        }
+        let mut builder = http::Response::builder()
+            .status(response.status())
+            .version(response.version());
+        if let Some(headers) = builder.headers_mut() {
+            *headers = std::mem::take(response.headers_mut());
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(map_error)? {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(too_large(self.max_response_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        builder.body(body.freeze()).map_err(TransportError::other)
+    }
+}
+
+fn too_large(limit: usize) -> TransportError {
+    TransportError::new(
+        TransportErrorKind::Other,
+        format!("response body exceeds the limit of {limit} bytes"),
+    )
+}
+
+/// Maps every reqwest error to a transport error kind, dropping the URL (it may carry
+/// credentials in its query).
+fn map_error(err: reqwest::Error) -> TransportError {
+    let err = err.without_url();
+    if err.is_timeout() {
+        TransportError::timeout(err)
+    } else if err.is_connect() {
+        TransportError::connect(err)
+    } else {
+        TransportError::other(err)
+    }
+}
+
+/// A [`ClientBuilder`] with a default `reqwest::Client` and the tokio runtime hooks.
+pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+    with_client(base_url, reqwest::Client::new())
+}
+
+/// A [`ClientBuilder`] over your own `reqwest::Client` (proxies, TLS roots, pools…), with the
+/// tokio runtime hooks.
+pub fn with_client(base_url: impl Into<String>, client: reqwest::Client) -> ClientBuilder {
+    Client::builder(base_url)
+        .transport(ReqwestTransport::from(client))
+        .runtime(tokenkit_tokio::runtime())
+}
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -343,7 +343,11 @@ impl ClientBuilder {
 
     fn standard_policy(&mut self) -> Option<&mut StandardPolicy> {
         if self.policy.is_none() {
-            let default = if self.provider_mode { StandardPolicy::provider() } else { StandardPolicy::default() };
+            let default = if self.provider_mode {
+                StandardPolicy::provider()
+            } else {
+                StandardPolicy::default()
+            };
             self.policy = Some(PolicyChoice::Standard(default));
         }
         if matches!(self.policy, Some(PolicyChoice::Custom(_))) {
@@ -459,10 +463,9 @@ impl ClientBuilder {
             return Err(err);
         }
         let base = url::parse_base(&self.base_url)?;
-        let transport = self
-            .transport
-            .take()
-            .ok_or_else(|| Error::config("no transport: use an adapter's builder() or call .transport(..)"))?;
+        let transport = self.transport.take().ok_or_else(|| {
+            Error::config("no transport: use an adapter's builder() or call .transport(..)")
+        })?;
         if (self.timeout.is_some() || (self.source.is_some() && self.fetch_timeout.is_some()))
             && !self.runtime.has_sleep()
         {
@@ -538,13 +541,25 @@ mod tests {
         let transport = crate::transport_fn(|_req: http::Request<bytes::Bytes>| async {
             Ok(http::Response::new(bytes::Bytes::new()))
         });
-        let err = Client::builder("http://h").transport(transport).build().unwrap_err();
+        let err = Client::builder("http://h")
+            .transport(transport)
+            .build()
+            .unwrap_err();
         assert!(err.message().contains("Sleep hook"), "{err}");
-        let err = Client::builder("http://h").header("bad header", "x").build().unwrap_err();
+        let err = Client::builder("http://h")
+            .header("bad header", "x")
+            .build()
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
-        let err = Client::builder("http://h").header("x-ok", "bad\nvalue").build().unwrap_err();
+        let err = Client::builder("http://h")
+            .header("x-ok", "bad\nvalue")
+            .build()
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
-        let err = Client::builder("http://h").header_name("no spaces").build().unwrap_err();
+        let err = Client::builder("http://h")
+            .header_name("no spaces")
+            .build()
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
     }
 

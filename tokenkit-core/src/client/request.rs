@@ -111,7 +111,9 @@ impl RequestBuilder {
                 self.query.push_str(&encoded);
             }
             Ok(_) => {}
-            Err(e) => self.fail(Error::decode(format!("query parameters could not be encoded: {e}"))),
+            Err(e) => self.fail(Error::decode(format!(
+                "query parameters could not be encoded: {e}"
+            ))),
         }
         self
     }
@@ -248,7 +250,10 @@ impl RequestBuilder {
             *request.headers_mut() = headers.clone();
             if let (Some(auth), Some(record)) = (auth, &token) {
                 let access = record.access_token.as_ref().ok_or_else(|| {
-                    Error::new(ErrorKind::Auth(AuthFailure::TokenUnavailable), "the session holds no access token")
+                    Error::new(
+                        ErrorKind::Auth(AuthFailure::TokenUnavailable),
+                        "the session holds no access token",
+                    )
                 })?;
                 let formatted = (auth.formatter)(access, record.token_type.as_deref());
                 let mut value = HeaderValue::try_from(formatted)
@@ -264,7 +269,9 @@ impl RequestBuilder {
                 return Ok((url, response));
             }
             let status = response.status();
-            auth.manager.events().auth_failed(status, record.access_token.as_ref());
+            auth.manager
+                .events()
+                .auth_failed(status, record.access_token.as_ref());
             match auth.manager.recover(ctx.as_ref(), record, recoveries).await {
                 Ok(next) => {
                     recoveries += 1;

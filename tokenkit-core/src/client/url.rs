@@ -37,7 +37,11 @@ pub(crate) fn resolve(base: &Url, target: &str, extra_query: &str) -> Result<Url
         let base_path = base.path().trim_end_matches('/');
         let rel = path.trim_start_matches('/');
         let joined = if rel.is_empty() {
-            if path.is_empty() { base.path().to_owned() } else { format!("{base_path}/") }
+            if path.is_empty() {
+                base.path().to_owned()
+            } else {
+                format!("{base_path}/")
+            }
         } else {
             format!("{base_path}/{rel}")
         };
@@ -83,7 +87,9 @@ mod tests {
     use super::*;
 
     fn r(base: &str, target: &str, extra: &str) -> String {
-        resolve(&parse_base(base).unwrap(), target, extra).unwrap().to_string()
+        resolve(&parse_base(base).unwrap(), target, extra)
+            .unwrap()
+            .to_string()
     }
 
     #[test]
@@ -101,7 +107,10 @@ mod tests {
     fn queries_are_kept_once() {
         assert_eq!(r("http://h/api", "/u?a=1", ""), "http://h/api/u?a=1");
         assert_eq!(r("http://h/api", "/u?a=1", "b=2"), "http://h/api/u?a=1&b=2");
-        assert_eq!(r("http://h/api?k=v", "/u?a=1", "b=2"), "http://h/api/u?k=v&a=1&b=2");
+        assert_eq!(
+            r("http://h/api?k=v", "/u?a=1", "b=2"),
+            "http://h/api/u?k=v&a=1&b=2"
+        );
         assert_eq!(r("http://h/api", "/u", "b=2"), "http://h/api/u?b=2");
         assert_eq!(r("http://h/api", "/u?", ""), "http://h/api/u");
         assert_eq!(r("http://h/api", "/u#frag", ""), "http://h/api/u");
@@ -109,7 +118,10 @@ mod tests {
 
     #[test]
     fn absolute_targets_are_used_as_is() {
-        assert_eq!(r("http://h/api", "https://other.example/x?q=1", "b=2"), "https://other.example/x?q=1&b=2");
+        assert_eq!(
+            r("http://h/api", "https://other.example/x?q=1", "b=2"),
+            "https://other.example/x?q=1&b=2"
+        );
         assert_eq!(r("http://h/api", "HTTP://H/x", ""), "http://h/x");
     }
 
@@ -125,11 +137,26 @@ mod tests {
     fn origin_check() {
         let base = parse_base("http://api.example:8080/v1").unwrap();
         assert!(same_origin(&resolve(&base, "/x", "").unwrap(), &base));
-        assert!(same_origin(&Url::parse("http://API.example:8080/other").unwrap(), &base));
-        assert!(!same_origin(&Url::parse("http://api.example:8081/x").unwrap(), &base));
-        assert!(!same_origin(&Url::parse("https://api.example:8080/x").unwrap(), &base));
-        assert!(!same_origin(&Url::parse("http://evil.example:8080/x").unwrap(), &base));
+        assert!(same_origin(
+            &Url::parse("http://API.example:8080/other").unwrap(),
+            &base
+        ));
+        assert!(!same_origin(
+            &Url::parse("http://api.example:8081/x").unwrap(),
+            &base
+        ));
+        assert!(!same_origin(
+            &Url::parse("https://api.example:8080/x").unwrap(),
+            &base
+        ));
+        assert!(!same_origin(
+            &Url::parse("http://evil.example:8080/x").unwrap(),
+            &base
+        ));
         let https = parse_base("https://api.example").unwrap();
-        assert!(same_origin(&Url::parse("https://api.example:443/x").unwrap(), &https));
+        assert!(same_origin(
+            &Url::parse("https://api.example:443/x").unwrap(),
+            &https
+        ));
     }
 }

@@ -90,7 +90,9 @@ impl Manager {
     pub(crate) async fn token(&self, ctx: Option<&Context>) -> Result<Arc<TokenRecord>, Error> {
         let inner = &self.inner;
         let record = inner.store.load(ctx).await?;
-        let freshness = inner.policy.freshness(record.as_deref(), inner.runtime.clock.now());
+        let freshness = inner
+            .policy
+            .freshness(record.as_deref(), inner.runtime.clock.now());
         if freshness == Freshness::Fresh {
             if let Some(record) = record {
                 return Ok(record);
@@ -106,9 +108,15 @@ impl Manager {
                 }
                 true // no executor after all: refresh inline
             }
-            TokenDecision::StartRefreshAndWait { proactive } | TokenDecision::JoinRefresh { proactive } => proactive,
+            TokenDecision::StartRefreshAndWait { proactive } | TokenDecision::JoinRefresh { proactive } => {
+                proactive
+            }
         };
-        let reason = if proactive { FetchReason::Proactive } else { FetchReason::Needed };
+        let reason = if proactive {
+            FetchReason::Proactive
+        } else {
+            FetchReason::Needed
+        };
         let (flight, _) = self.inner.join_or_start(key, ctx, reason, None);
         match flight.await {
             Ok(new) => Ok(new),
@@ -202,7 +210,9 @@ impl Inner {
                 let this = Arc::clone(self);
                 let ctx = ctx.cloned();
                 let future: BoxFuture<'static, _> = Box::pin(async move {
-                    let result = this.fetch_and_store(ctx.as_ref(), reason, rejected.as_ref()).await;
+                    let result = this
+                        .fetch_and_store(ctx.as_ref(), reason, rejected.as_ref())
+                        .await;
                     let mut flights = this.flights();
                     if flights.get(&key).is_some_and(|f| f.id == id) {
                         flights.remove(&key);
@@ -210,7 +220,13 @@ impl Inner {
                     result
                 });
                 let future = future.shared();
-                flights.insert(key, Flight { id, future: future.clone() });
+                flights.insert(
+                    key,
+                    Flight {
+                        id,
+                        future: future.clone(),
+                    },
+                );
                 (future, true)
             }
         };
@@ -280,7 +296,11 @@ impl Inner {
             record.refresh_token = current.as_ref().and_then(|c| c.refresh_token.clone());
         }
         let record = Arc::new(record);
-        match self.store.save(ctx, Arc::clone(&record), current.as_deref()).await {
+        match self
+            .store
+            .save(ctx, Arc::clone(&record), current.as_deref())
+            .await
+        {
             Ok(()) => {}
             Err(err) if err.kind() == ErrorKind::StoreConflict => {
                 // Another writer rotated the session first: its record wins.
@@ -295,20 +315,110 @@ impl Inner {
         Ok(record)
     }
 
-    async fn with_fetch_timeout<T>(
-        &self,
-        fetch: BoxFuture<'_, Result<T, Error>>,
-    ) -> Result<T, Error> {
+    async fn with_fetch_timeout<T>(&self, fetch: BoxFuture<'_, Result<T, Error>>) -> Result<T, Error> {
         match (self.fetch_timeout, &self.runtime.sleep) {
             (Some(limit), Some(sleep)) => match future::select(fetch, sleep.sleep(limit)).await {
                 Either::Left((result, _)) => result,
-                Either::Right(_) => Err(Error::timeout(format!(
-                    "no token within {}ms",
-                    limit.as_millis()
-                ))
-                .with_kind(ErrorKind::Timeout)),
+                Either::Right(_) => Err(Error::timeout(format!("no token within {}ms", limit.as_millis()))
+                    .with_kind(ErrorKind::Timeout)),
             },
             _ => fetch.await,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::StandardPolicy;
+    use crate::runtime::ManualClock;
+    use crate::source::{ProvidedToken, ProviderSource};
+    use crate::store::MemoryStore;
+    use futures_executor::block_on;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context as TaskContext, Poll, Waker};
+
+    /// Pending on its first poll, ready on the second.
+    struct YieldOnce(bool);
+    impl Future for YieldOnce {
+        type Output = ();
+        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+            if self.0 {
+                Poll::Ready(())
+            } else {
+                self.0 = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+
+    fn manager(calls: Arc<AtomicUsize>, runtime: Runtime) -> Manager {
+        let source = ProviderSource::new(move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                YieldOnce(false).await;
+                Ok::<_, std::io::Error>(ProvidedToken::new(format!("t{n}"), 3600))
+            }
+        });
+        Manager::new(
+            Arc::new(source),
+            Arc::new(MemoryStore::new()),
+            Arc::new(StandardPolicy::provider()),
+            runtime,
+            Events::default(),
+            None,
+        )
+    }
+
+    #[test]
+    fn without_a_spawner_an_abandoned_flight_is_joined_by_the_next_caller() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let m = manager(
+            Arc::clone(&calls),
+            Runtime::new().with_clock(ManualClock::default()),
+        );
+        {
+            // Poll the first caller once (the fetch starts and is pending), then drop it.
+            let mut first = pin!(m.token(None));
+            let mut cx = TaskContext::from_waker(Waker::noop());
+            assert!(first.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(m.inner.in_flight(0), "the flight is kept");
+        let record = block_on(m.token(None)).unwrap();
+        assert_eq!(
+            record.access_token.as_ref().unwrap().secret(),
+            "t1",
+            "joined, not refetched"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(!m.inner.in_flight(0), "a finished flight is removed");
+    }
+
+    #[test]
+    fn rejection_with_an_older_token_uses_the_current_one() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let m = manager(
+            Arc::clone(&calls),
+            Runtime::new().with_clock(ManualClock::default()),
+        );
+        let first = block_on(m.token(None)).unwrap();
+        let rejected = (*first).clone();
+        // Rejected while current: one refresh.
+        let second = block_on(m.recover(None, &rejected, 0)).unwrap();
+        assert_eq!(second.access_token.as_ref().unwrap().secret(), "t2");
+        // The same old token rejected again (a late response): no refresh, use t2.
+        let third = block_on(m.recover(None, &rejected, 0)).unwrap();
+        assert_eq!(third.access_token.as_ref().unwrap().secret(), "t2");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // The recovery limit is enforced before anything else.
+        let err = block_on(m.recover(None, &second, DEFAULT_MAX)).unwrap_err();
+        assert_eq!(err.auth_failure(), Some(AuthFailure::RecoveryExhausted));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    const DEFAULT_MAX: u32 = crate::policy::DEFAULT_MAX_RECOVERY_TRIES;
 }

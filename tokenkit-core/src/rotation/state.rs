@@ -36,7 +36,11 @@ impl TokenDecision {
             TokenDecision::Use => None,
             TokenDecision::UseAndRefreshInBackground => Some(FetchReason::Proactive),
             TokenDecision::StartRefreshAndWait { proactive } | TokenDecision::JoinRefresh { proactive } => {
-                Some(if proactive { FetchReason::Proactive } else { FetchReason::Needed })
+                Some(if proactive {
+                    FetchReason::Proactive
+                } else {
+                    FetchReason::Needed
+                })
             }
         }
     }
@@ -123,7 +127,11 @@ pub enum RejectionDecision {
 }
 
 /// Compare-and-refresh with a bounded number of recoveries per request.
-pub fn on_rejected(rejected_is_current: bool, recoveries_done: u32, max_recovery_tries: u32) -> RejectionDecision {
+pub fn on_rejected(
+    rejected_is_current: bool,
+    recoveries_done: u32,
+    max_recovery_tries: u32,
+) -> RejectionDecision {
     if recoveries_done >= max_recovery_tries {
         RejectionDecision::Abort
     } else if rejected_is_current {
@@ -147,16 +155,34 @@ mod tests {
                 assert_eq!(on_token_needed(Fresh, flight, spawn), Use);
             }
             assert_eq!(on_token_needed(Stale, true, spawn), Use);
-            assert_eq!(on_token_needed(Missing, true, spawn), JoinRefresh { proactive: false });
-            assert_eq!(on_token_needed(Expired, true, spawn), JoinRefresh { proactive: false });
-            assert_eq!(on_token_needed(Missing, false, spawn), StartRefreshAndWait { proactive: false });
-            assert_eq!(on_token_needed(Expired, false, spawn), StartRefreshAndWait { proactive: false });
+            assert_eq!(
+                on_token_needed(Missing, true, spawn),
+                JoinRefresh { proactive: false }
+            );
+            assert_eq!(
+                on_token_needed(Expired, true, spawn),
+                JoinRefresh { proactive: false }
+            );
+            assert_eq!(
+                on_token_needed(Missing, false, spawn),
+                StartRefreshAndWait { proactive: false }
+            );
+            assert_eq!(
+                on_token_needed(Expired, false, spawn),
+                StartRefreshAndWait { proactive: false }
+            );
         }
         assert_eq!(on_token_needed(Stale, false, true), UseAndRefreshInBackground);
-        assert_eq!(on_token_needed(Stale, false, false), StartRefreshAndWait { proactive: true });
+        assert_eq!(
+            on_token_needed(Stale, false, false),
+            StartRefreshAndWait { proactive: true }
+        );
         assert_eq!(Use.reason(), None);
         assert_eq!(UseAndRefreshInBackground.reason(), Some(FetchReason::Proactive));
-        assert_eq!(JoinRefresh { proactive: false }.reason(), Some(FetchReason::Needed));
+        assert_eq!(
+            JoinRefresh { proactive: false }.reason(),
+            Some(FetchReason::Needed)
+        );
     }
 
     #[test]
@@ -181,14 +207,32 @@ mod tests {
     #[test]
     fn failed_refreshes() {
         let transient = Error::new(ErrorKind::Auth(AuthFailure::TokenUnavailable), "down");
-        let invalid = Error::new(ErrorKind::Auth(AuthFailure::SessionInvalid), "refresh token rejected");
+        let invalid = Error::new(
+            ErrorKind::Auth(AuthFailure::SessionInvalid),
+            "refresh token rejected",
+        );
         assert_eq!(on_fetch_failed(&transient), FetchFailure::KeepSession);
         assert_eq!(on_fetch_failed(&invalid), FetchFailure::ClearSession);
-        assert_eq!(after_failed_refresh(true, Stale, &transient), AfterFailedRefresh::UseOld);
-        assert_eq!(after_failed_refresh(true, Fresh, &transient), AfterFailedRefresh::UseOld);
-        assert_eq!(after_failed_refresh(true, Expired, &transient), AfterFailedRefresh::Fail);
-        assert_eq!(after_failed_refresh(false, Stale, &transient), AfterFailedRefresh::Fail);
-        assert_eq!(after_failed_refresh(true, Stale, &invalid), AfterFailedRefresh::Fail);
+        assert_eq!(
+            after_failed_refresh(true, Stale, &transient),
+            AfterFailedRefresh::UseOld
+        );
+        assert_eq!(
+            after_failed_refresh(true, Fresh, &transient),
+            AfterFailedRefresh::UseOld
+        );
+        assert_eq!(
+            after_failed_refresh(true, Expired, &transient),
+            AfterFailedRefresh::Fail
+        );
+        assert_eq!(
+            after_failed_refresh(false, Stale, &transient),
+            AfterFailedRefresh::Fail
+        );
+        assert_eq!(
+            after_failed_refresh(true, Stale, &invalid),
+            AfterFailedRefresh::Fail
+        );
     }
 
     #[test]
@@ -251,7 +295,10 @@ mod properties {
         fn use_token(&self) -> Result<(), TestCaseError> {
             // Invariant: a token handed to a request is never expired or missing.
             let f = self.freshness();
-            prop_assert!(matches!(f, Freshness::Fresh | Freshness::Stale), "used a {f:?} token");
+            prop_assert!(
+                matches!(f, Freshness::Fresh | Freshness::Stale),
+                "used a {f:?} token"
+            );
             Ok(())
         }
 

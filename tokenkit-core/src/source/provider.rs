@@ -63,7 +63,8 @@ impl ProvidedToken {
                     self.expires_in
                 ))
             })?;
-        let mut record = TokenRecord::new(self.access_token, now).with_expires_in(Duration::from_secs(secs))?;
+        let mut record =
+            TokenRecord::new(self.access_token, now).with_expires_in(Duration::from_secs(secs))?;
         record.token_type = self.token_type;
         record.scope = self.scope;
         Ok(record)
@@ -130,7 +131,11 @@ mod tests {
     #[test]
     fn provided_token_becomes_a_record() {
         let source = ProviderSource::new(|| async {
-            Ok::<_, std::io::Error>(ProvidedToken::new("abc", 60).with_token_type("Bearer").with_scope("read"))
+            Ok::<_, std::io::Error>(
+                ProvidedToken::new("abc", 60)
+                    .with_token_type("Bearer")
+                    .with_scope("read"),
+            )
         });
         let record = futures_executor::block_on(source.fetch(request())).unwrap();
         assert_eq!(record.access_token.unwrap().secret(), "abc");
@@ -142,7 +147,9 @@ mod tests {
     #[test]
     fn bad_lifetimes_are_typed_errors() {
         for secs in [0, -5, i64::MAX] {
-            let err = ProvidedToken::new("abc", secs).into_record(UNIX_EPOCH).unwrap_err();
+            let err = ProvidedToken::new("abc", secs)
+                .into_record(UNIX_EPOCH)
+                .unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidToken, "{secs}");
         }
     }
@@ -157,7 +164,8 @@ mod tests {
 
     #[test]
     fn deserializes_from_a_token_response() {
-        let t: ProvidedToken = serde_json::from_str(r#"{"access_token":"x","expires_in":30,"token_type":"bearer"}"#).unwrap();
+        let t: ProvidedToken =
+            serde_json::from_str(r#"{"access_token":"x","expires_in":30,"token_type":"bearer"}"#).unwrap();
         assert_eq!(t.expires_in, 30);
         assert!(!format!("{t:?}").contains("\"x\""));
     }

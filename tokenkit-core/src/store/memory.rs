@@ -24,10 +24,7 @@ impl MemoryStore {
 
     /// The current record, synchronously.
     pub fn get(&self) -> Option<Arc<TokenRecord>> {
-        self.record
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.record.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
@@ -45,7 +42,9 @@ impl TokenStore for MemoryStore {
     ) -> Result<(), Error> {
         let mut slot = self.record.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(expected) = replaces {
-            let unchanged = slot.as_deref().is_some_and(|current| current.same_tokens(expected));
+            let unchanged = slot
+                .as_deref()
+                .is_some_and(|current| current.same_tokens(expected));
             if !unchanged {
                 return Err(Error::new(
                     ErrorKind::StoreConflict,
@@ -84,7 +83,16 @@ mod tests {
         let store = MemoryStore::new();
         assert!(block_on(store.load(None)).unwrap().is_none());
         block_on(store.save(None, rec("a"), None)).unwrap();
-        assert_eq!(block_on(store.load(None)).unwrap().unwrap().access_token.as_ref().unwrap().secret(), "a");
+        assert_eq!(
+            block_on(store.load(None))
+                .unwrap()
+                .unwrap()
+                .access_token
+                .as_ref()
+                .unwrap()
+                .secret(),
+            "a"
+        );
         block_on(store.clear(None)).unwrap();
         assert!(store.get().is_none());
     }

@@ -1,0 +1,649 @@
+//! Provider mode (axios-token-manager parity) through reqwest against the test auth server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::Value;
+use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::{AuthFailure, Client, ErrorKind, ProvidedToken, Runtime, StandardPolicy};
+use tokenkit_tests::{token_provider, AuthServer, Fault, Recorder, ResourceMode};
+
+struct Setup {
+    server: AuthServer,
+    clock: ManualClock,
+    recorder: Recorder,
+}
+
+async fn setup() -> Setup {
+    let clock = ManualClock::default();
+    let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    Setup {
+        server,
+        clock,
+        recorder: Recorder::new(),
+    }
+}
+
+impl Setup {
+    /// A reqwest-backed provider-mode client sharing the server's clock, jitter off so
+    /// boundaries are exact.
+    fn builder(&self) -> tokenkit_core::ClientBuilder {
+        let builder = tokenkit_reqwest::builder(self.server.url())
+            .clock(self.clock.clone())
+            .provider(token_provider(self.server.token_url()))
+            .policy(StandardPolicy::provider().jitter(0.0));
+        self.recorder.wire(builder)
+    }
+
+    fn client(&self) -> Client {
+        self.builder().build().unwrap()
+    }
+}
+
+fn token_id(body: &Value) -> u64 {
+    body["token_id"].as_u64().expect("token_id")
+}
+
+#[tokio::test]
+async fn fetches_one_token_and_reuses_it() {
+    let s = setup().await;
+    let client = s.client();
+    for _ in 0..3 {
+        let resp = client.get("/api/things").send::<Value>().await.unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(token_id(&resp.data), 1);
+    }
+    assert_eq!(s.server.token_requests(), 1);
+    let auths: Vec<_> = s
+        .server
+        .log()
+        .into_iter()
+        .filter(|r| r.path == "/api/things")
+        .map(|r| r.authorization)
+        .collect();
+    assert_eq!(auths.len(), 3);
+    assert!(auths
+        .iter()
+        .all(|a| a.as_deref().is_some_and(|v| v.starts_with("Bearer tk000001"))));
+    assert_eq!(s.recorder.count("token_refresh"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_requests_share_one_fetch_on_an_expired_token() {
+    let s = setup().await;
+    let client = s.client();
+    // Cold start: no token yet, 1,000 at once.
+    let results = join_all((0..1000).map(|_| {
+        let c = client.clone();
+        tokio::spawn(async move { c.get("/api/cold").send::<Value>().await })
+    }))
+    .await;
+    assert!(results.into_iter().all(|r| r.unwrap().is_ok()));
+    assert_eq!(s.server.token_requests(), 1, "cold start");
+
+    // Expire it on both sides, then 1,000 more at once.
+    s.clock.advance(Duration::from_secs(2 * 3600));
+    s.server.clear_log();
+    let results = join_all((0..1000).map(|_| {
+        let c = client.clone();
+        tokio::spawn(async move { c.get("/api/warm").send::<Value>().await })
+    }))
+    .await;
+    let bodies: Vec<Value> = results.into_iter().map(|r| r.unwrap().unwrap().data).collect();
+    assert_eq!(
+        s.server.token_requests(),
+        1,
+        "exactly one refetch for the expired token"
+    );
+    assert!(bodies.iter().all(|b| token_id(b) == 2));
+    assert_eq!(
+        s.server.count("/api/warm"),
+        1000,
+        "no request was rejected and replayed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_requests_rejected_with_one_revoked_token_cause_one_refetch() {
+    let s = setup().await;
+    let client = s.client();
+    client.get("/api/warmup").send::<Value>().await.unwrap();
+    s.server.revoke_all();
+    s.server.clear_log();
+    let results = join_all((0..200).map(|_| {
+        let c = client.clone();
+        tokio::spawn(async move { c.get("/api/x").send::<Value>().await })
+    }))
+    .await;
+    for r in results {
+        assert_eq!(token_id(&r.unwrap().unwrap().data), 2);
+    }
+    assert_eq!(s.server.token_requests(), 1);
+    assert!(s.recorder.count("auth_fail") >= 1);
+    assert_eq!(s.recorder.count("recovery_abort"), 0);
+}
+
+#[tokio::test]
+async fn proactive_refresh_runs_in_the_background_and_the_valid_token_is_used_meanwhile() {
+    let s = setup().await;
+    s.server.set_token_lifetime(Duration::from_secs(100));
+    let client = s.client();
+    assert_eq!(
+        token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
+        1
+    );
+    // 10 s buffer: stale from 90 s.
+    s.clock.advance(Duration::from_secs(89));
+    assert_eq!(
+        token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
+        1
+    );
+    assert_eq!(s.server.token_requests(), 1, "not due yet");
+    s.clock.advance(Duration::from_secs(2));
+    let resp = client.get("/api/a").send::<Value>().await.unwrap();
+    assert_eq!(
+        token_id(&resp.data),
+        1,
+        "the stale request itself uses the valid token"
+    );
+    s.recorder.wait_for("token_refresh", 2).await;
+    assert_eq!(
+        token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
+        2
+    );
+    assert_eq!(s.server.token_requests(), 2);
+}
+
+fn runtime_without_spawn() -> Runtime {
+    Runtime::new().with_sleep(tokenkit_tokio::TokioSleep)
+}
+
+#[tokio::test]
+async fn without_a_spawner_the_proactive_refresh_is_awaited_inline() {
+    let s = setup().await;
+    s.server.set_token_lifetime(Duration::from_secs(100));
+    let client = s
+        .builder()
+        .runtime(runtime_without_spawn())
+        .clock(s.clock.clone())
+        .build()
+        .unwrap();
+    client.get("/api/a").send::<Value>().await.unwrap();
+    s.clock.advance(Duration::from_secs(91));
+    let resp = client.get("/api/a").send::<Value>().await.unwrap();
+    assert_eq!(token_id(&resp.data), 2, "refreshed before the request was sent");
+    let paths: Vec<_> = s.server.log().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/oauth/token", "/api/a", "/oauth/token", "/api/a"]);
+}
+
+#[tokio::test]
+async fn a_failed_proactive_refresh_keeps_the_valid_token() {
+    for spawn in [true, false] {
+        let s = setup().await;
+        s.server.set_token_lifetime(Duration::from_secs(100));
+        let mut builder = s.builder();
+        if !spawn {
+            builder = builder.runtime(runtime_without_spawn()).clock(s.clock.clone());
+        }
+        let client = builder.build().unwrap();
+        client.get("/api/a").send::<Value>().await.unwrap();
+        s.clock.advance(Duration::from_secs(95));
+        s.server.fail_next_token_requests(1, Fault::Status(503));
+        let resp = client.get("/api/a").send::<Value>().await.unwrap();
+        assert_eq!(token_id(&resp.data), 1, "spawn={spawn}");
+        s.recorder.wait_for("token_request_fail", 1).await;
+        // The next request tries again and succeeds.
+        s.recorder.wait_for("token_refresh", 1).await;
+        let next = client.get("/api/a").send::<Value>().await.unwrap();
+        s.recorder.wait_for("token_refresh", 2).await;
+        assert!(token_id(&next.data) >= 1);
+        assert_eq!(
+            token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
+            2,
+            "spawn={spawn}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_mandatory_refresh_fails_the_request_with_the_reason() {
+    let s = setup().await;
+    let client = s.client();
+    client.get("/api/a").send::<Value>().await.unwrap();
+    s.clock.advance(Duration::from_secs(7200));
+    s.server.fail_next_token_requests(1, Fault::Status(500));
+    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
+    assert_eq!(err.auth_failure(), Some(AuthFailure::TokenUnavailable));
+    let source = std::error::Error::source(&err)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    assert!(source.contains("500"), "the cause is kept: {source}");
+    assert_eq!(
+        s.server.count("/api/a"),
+        1,
+        "the request was not sent without a token"
+    );
+    // The session recovers on the next call.
+    assert_eq!(
+        token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
+        2
+    );
+}
+
+#[tokio::test]
+async fn an_always_failing_provider_fires_the_threshold_at_10_and_20() {
+    let s = setup().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let client = s
+        .recorder
+        .wire(tokenkit_reqwest::builder(s.server.url()))
+        .provider(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { Err::<ProvidedToken, _>(std::io::Error::other("identity provider down")) }
+        })
+        .build()
+        .unwrap();
+    for _ in 0..25 {
+        let err = client.get("/api/a").send::<Value>().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Auth(AuthFailure::TokenUnavailable));
+        assert!(err.to_string().contains("token provider failed"), "{err}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 25);
+    assert_eq!(s.recorder.count("token_request_fail"), 25);
+    assert_eq!(s.recorder.messages("threshold"), ["10", "20"]);
+    assert_eq!(s.server.count("/api/a"), 0);
+}
+
+#[tokio::test]
+async fn a_success_resets_the_failure_count() {
+    let s = setup().await;
+    let client = s.client();
+    s.server.fail_next_token_requests(9, Fault::Status(500));
+    for _ in 0..9 {
+        assert!(client.get("/api/a").send::<Value>().await.is_err());
+    }
+    client.get("/api/a").send::<Value>().await.unwrap();
+    s.clock.advance(Duration::from_secs(7200));
+    s.server.fail_next_token_requests(10, Fault::Status(500));
+    for _ in 0..10 {
+        assert!(client.get("/api/a").send::<Value>().await.is_err());
+    }
+    assert_eq!(
+        s.recorder.messages("threshold"),
+        ["10"],
+        "9 failures, success, 10 failures"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_always_answers_401_aborts_after_5_recoveries() {
+    let s = setup().await;
+    let client = s.client();
+    client.get("/api/a").send::<Value>().await.unwrap();
+    s.server.set_resource_mode(ResourceMode::AlwaysUnauthorized);
+    s.server.clear_log();
+    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
+    assert_eq!(err.auth_failure(), Some(AuthFailure::RecoveryExhausted));
+    assert_eq!(err.status(), Some(http::StatusCode::UNAUTHORIZED));
+    assert!(err.body().is_some_and(|b| !b.is_empty()));
+    assert_eq!(s.server.count("/api/a"), 6, "the first try and 5 recoveries");
+    assert_eq!(s.server.token_requests(), 5, "a new token for each recovery");
+    assert_eq!(s.recorder.count("recovery_try"), 5);
+    assert_eq!(s.recorder.messages("recovery_try")[4], "recovery attempt 5 of 5");
+    assert_eq!(s.recorder.count("auth_fail"), 6);
+    assert_eq!(s.recorder.count("recovery_abort"), 1);
+
+    // A later success, then the same failure: the full 5 recoveries again.
+    s.server.set_resource_mode(ResourceMode::Normal);
+    client.get("/api/a").send::<Value>().await.unwrap();
+    s.server.set_resource_mode(ResourceMode::AlwaysUnauthorized);
+    s.server.clear_log();
+    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
+    assert_eq!(err.auth_failure(), Some(AuthFailure::RecoveryExhausted));
+    assert_eq!(s.server.count("/api/a"), 6);
+    assert_eq!(s.recorder.count("recovery_abort"), 2);
+}
+
+#[tokio::test]
+async fn max_recovery_tries_zero_means_no_recovery() {
+    let s = setup().await;
+    let client = s.builder().max_recovery_tries(0).build().unwrap();
+    client.get("/api/a").send::<Value>().await.unwrap();
+    s.server.revoke_all();
+    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
+    assert_eq!(err.auth_failure(), Some(AuthFailure::RecoveryExhausted));
+    assert_eq!(s.server.token_requests(), 1);
+    assert_eq!(s.recorder.count("recovery_abort"), 1);
+}
+
+#[tokio::test]
+async fn refresh_on_status_is_configurable() {
+    let s = setup().await;
+    let client = s
+        .builder()
+        .refresh_on_status([http::StatusCode::UNAUTHORIZED, http::StatusCode::FORBIDDEN])
+        .build()
+        .unwrap();
+    client.get("/api/a").send::<Value>().await.unwrap();
+    s.server.fail_next_resource_requests(1, Fault::Status(403));
+    let resp = client.get("/api/a").send::<Value>().await.unwrap();
+    assert_eq!(token_id(&resp.data), 2, "403 triggered a recovery");
+
+    // Without 403 in the list, a 403 is an auth error and nothing is refetched.
+    let plain = s.client();
+    s.server.fail_next_resource_requests(1, Fault::Status(403));
+    let err = plain.get("/api/a").send::<Value>().await.unwrap_err();
+    assert_eq!(err.auth_failure(), Some(AuthFailure::Rejected));
+    assert_eq!(err.status(), Some(http::StatusCode::FORBIDDEN));
+}
+
+#[tokio::test]
+async fn the_token_goes_only_to_the_base_origin() {
+    let s = setup().await;
+    let other = AuthServer::start().await.unwrap();
+    let client = s.client();
+    let resp = client
+        .get(format!("{}/public/x", other.url()))
+        .send::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(resp.data["authorization_present"], false);
+    assert!(other.log().iter().all(|r| r.authorization.is_none()));
+    assert_eq!(s.server.token_requests(), 0, "no token was even fetched");
+    // Same origin, absolute URL: injected.
+    let resp = client
+        .get(format!("{}/api/abs", s.server.url()))
+        .send::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(token_id(&resp.data), 1);
+    // skip_auth: never injected, even on the base origin.
+    let resp = client.get("/public/x").skip_auth().send::<Value>().await.unwrap();
+    assert_eq!(resp.data["authorization_present"], false);
+}
+
+#[tokio::test]
+async fn header_name_and_formatter_are_configurable() {
+    let s = setup().await;
+    let client = s
+        .builder()
+        .header_name("x-auth")
+        .formatter(|token| format!("Token {token}"))
+        .build()
+        .unwrap();
+    client.get("/public/x").send::<Value>().await.unwrap();
+    let entry = s
+        .server
+        .log()
+        .into_iter()
+        .find(|r| r.path == "/public/x")
+        .unwrap();
+    assert!(entry.authorization.is_none());
+    let value = entry.headers.get("x-auth").unwrap().to_str().unwrap().to_owned();
+    assert!(value.starts_with("Token tk000001"), "{value}");
+}
+
+#[tokio::test]
+async fn request_timeouts_and_token_fetch_timeouts_are_typed() {
+    let s = setup().await;
+    let client = s
+        .builder()
+        .timeout(Duration::from_millis(200))
+        .token_fetch_timeout(Some(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    s.server
+        .fail_next_token_requests(1, Fault::Delay(Duration::from_secs(5)));
+    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    client.get("/api/a").send::<Value>().await.unwrap();
+    s.server
+        .fail_next_resource_requests(1, Fault::Delay(Duration::from_secs(5)));
+    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    // Per-request override.
+    s.server
+        .fail_next_resource_requests(1, Fault::Delay(Duration::from_millis(400)));
+    let ok = client
+        .get("/api/a")
+        .timeout(Duration::from_secs(5))
+        .send::<Value>()
+        .await;
+    assert!(ok.is_ok());
+}
+
+#[tokio::test]
+async fn non_success_statuses_are_typed_errors_with_status_and_body() {
+    let s = setup().await;
+    let client = s.client();
+    s.server.fail_next_resource_requests(1, Fault::Status(500));
+    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Status);
+    assert_eq!(err.status(), Some(http::StatusCode::INTERNAL_SERVER_ERROR));
+    let body: Value = serde_json::from_slice(err.body().unwrap()).unwrap();
+    assert_eq!(body["error"], "injected_fault");
+    // A body that is not the expected JSON is a decode error, not a panic.
+    s.server.fail_next_resource_requests(1, Fault::Garbage);
+    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode);
+    // Connection refused is a connect error.
+    let dead = tokenkit_reqwest::builder("http://127.0.0.1:9").build().unwrap();
+    let err = dead.get("/x").send_bytes().await.unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+}
+
+#[tokio::test]
+async fn malformed_token_responses_are_typed_errors() {
+    let cases = [
+        (Fault::Garbage, None),
+        (
+            Fault::Json(serde_json::json!({"token_type": "Bearer", "expires_in": 60})),
+            None,
+        ),
+        (
+            Fault::Json(serde_json::json!({"access_token": "ok", "expires_in": -5})),
+            Some(ErrorKind::InvalidToken),
+        ),
+        (
+            Fault::Json(serde_json::json!({"access_token": "ok", "expires_in": 0})),
+            Some(ErrorKind::InvalidToken),
+        ),
+        (
+            Fault::Json(serde_json::json!({"access_token": "a\r\nX-Evil: 1", "expires_in": 60})),
+            Some(ErrorKind::InvalidToken),
+        ),
+        (
+            Fault::Json(serde_json::json!({"access_token": "", "expires_in": 60})),
+            Some(ErrorKind::InvalidToken),
+        ),
+        (
+            Fault::Json(serde_json::json!({"access_token": "ok", "expires_in": 1e300})),
+            None,
+        ),
+    ];
+    for (fault, kind) in cases {
+        let s = setup().await;
+        let client = s.client();
+        s.server.fail_next_token_requests(1, fault.clone());
+        let err = client.get("/api/a").send::<Value>().await.unwrap_err();
+        match kind {
+            Some(kind) => assert_eq!(err.kind(), kind, "{fault:?}"),
+            None => assert_eq!(
+                err.auth_failure(),
+                Some(AuthFailure::TokenUnavailable),
+                "{fault:?}"
+            ),
+        }
+        assert!(!err.to_string().contains("X-Evil"));
+        assert_eq!(
+            s.server.count("/api/a"),
+            0,
+            "{fault:?}: nothing sent with a bad token"
+        );
+        // Nothing was stored: the next call fetches a good token.
+        assert_eq!(
+            token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_completes_and_is_stored_when_its_caller_is_dropped() {
+    let s = setup().await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let provider = token_provider(s.server.token_url());
+    let g = Arc::clone(&gate);
+    let client = s
+        .recorder
+        .wire(tokenkit_reqwest::builder(s.server.url()).clock(s.clock.clone()))
+        .provider(move || {
+            let g = Arc::clone(&g);
+            let fetch = provider();
+            async move {
+                let _permit = g.acquire().await;
+                fetch.await
+            }
+        })
+        .build()
+        .unwrap();
+    let caller = tokio::spawn({
+        let c = client.clone();
+        async move { c.get("/api/a").send::<Value>().await }
+    });
+    // Let the request start its refresh, then cancel the caller.
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    assert_eq!(s.server.count("/api/a"), 0);
+    gate.add_permits(1);
+    s.recorder.wait_for("token_refresh", 1).await;
+    // The stored token is used without another fetch.
+    assert_eq!(
+        token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
+        1
+    );
+    assert_eq!(s.server.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn request_builder_sends_query_json_form_and_bytes() {
+    let s = setup().await;
+    let client = tokenkit_reqwest::builder(format!("{}/api/", s.server.url()))
+        .clock(s.clock.clone())
+        .provider(token_provider(s.server.token_url()))
+        .header("x-default", "1")
+        .build()
+        .unwrap();
+    let resp = client
+        .get("/items?page=2")
+        .query(&[("sort", "name"), ("q", "a b")])
+        .send::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(resp.data["path"], "/api/items");
+    assert_eq!(resp.data["query"], "page=2&sort=name&q=a+b");
+    assert_eq!(
+        resp.url.as_str(),
+        format!("{}/api/items?page=2&sort=name&q=a+b", s.server.url())
+    );
+
+    let resp = client
+        .post("items")
+        .json(&serde_json::json!({"n": 1}))
+        .send::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(resp.data["method"], "POST");
+    assert_eq!(resp.data["content_type"], "application/json");
+    assert_eq!(resp.data["body"], r#"{"n":1}"#);
+
+    let resp = client
+        .put("items/1")
+        .form(&[("a", "1"), ("b", "x y")])
+        .send::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(resp.data["content_type"], "application/x-www-form-urlencoded");
+    assert_eq!(resp.data["body"], "a=1&b=x+y");
+
+    let resp = client
+        .patch("items/1")
+        .body("raw", "text/plain")
+        .send::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(resp.data["body"], "raw");
+    let resp = client.delete("items/1").send_text().await.unwrap();
+    assert!(resp.data.contains("DELETE"));
+    let logged = s
+        .server
+        .log()
+        .into_iter()
+        .rfind(|r| r.path == "/api/items/1")
+        .unwrap();
+    assert_eq!(logged.headers.get("x-default").unwrap(), "1");
+}
+
+#[tokio::test]
+async fn clients_are_independent() {
+    let s = setup().await;
+    let a = s.client();
+    let b = s.client();
+    assert_eq!(token_id(&a.get("/api/a").send::<Value>().await.unwrap().data), 1);
+    assert_eq!(token_id(&b.get("/api/a").send::<Value>().await.unwrap().data), 2);
+    assert_eq!(
+        token_id(&a.clone().get("/api/a").send::<Value>().await.unwrap().data),
+        1,
+        "clones share state"
+    );
+    assert_eq!(
+        a.token()
+            .await
+            .unwrap()
+            .access_token
+            .as_ref()
+            .unwrap()
+            .secret()
+            .len(),
+        25
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_rejection_retries_with_the_newer_token_without_refetching() {
+    let s = setup().await;
+    let client = s.client();
+    client.get("/api/warmup").send::<Value>().await.unwrap();
+    s.server.revoke_all();
+    // Request A is held by the server, then rejected (its token is revoked)...
+    s.server
+        .fail_next_resource_requests(1, Fault::Delay(Duration::from_millis(500)));
+    let slow = tokio::spawn({
+        let c = client.clone();
+        async move { c.get("/api/slow").send::<Value>().await }
+    });
+    for _ in 0..200 {
+        if s.server.count("/api/slow") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(s.server.count("/api/slow"), 1);
+    // ...while request B is rejected and recovers first, storing token 2.
+    assert_eq!(
+        token_id(&client.get("/api/fast").send::<Value>().await.unwrap().data),
+        2
+    );
+    // A's rejection then finds a newer token current: replay with it, no second fetch.
+    assert_eq!(token_id(&slow.await.unwrap().unwrap().data), 2);
+    assert_eq!(s.server.token_requests(), 2, "warm-up + one refresh");
+}
