@@ -183,7 +183,7 @@ async fn without_a_spawner_the_proactive_refresh_is_awaited_inline() {
 }
 
 #[tokio::test]
-async fn a_failed_proactive_refresh_keeps_the_valid_token() {
+async fn a_failed_proactive_refresh_keeps_the_valid_token_and_pauses_before_retrying() {
     for spawn in [true, false] {
         let s = setup().await;
         s.server.set_token_lifetime(Duration::from_secs(100));
@@ -193,22 +193,53 @@ async fn a_failed_proactive_refresh_keeps_the_valid_token() {
         }
         let client = builder.build().unwrap();
         client.get("/api/a").send::<Value>().await.unwrap();
-        s.clock.advance(Duration::from_secs(95));
+        s.clock.advance(Duration::from_secs(91));
         s.server.fail_next_token_requests(1, Fault::Status(503));
         let resp = client.get("/api/a").send::<Value>().await.unwrap();
         assert_eq!(token_id(&resp.data), 1, "spawn={spawn}");
         s.recorder.wait_for("token_request_fail", 1).await;
-        // The next request tries again and succeeds.
-        s.recorder.wait_for("token_refresh", 1).await;
-        let next = client.get("/api/a").send::<Value>().await.unwrap();
+        assert_eq!(s.server.token_requests(), 2);
+        // Within the retry delay (5 s) the valid token is used without calling the endpoint.
+        for _ in 0..5 {
+            assert_eq!(
+                token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
+                1
+            );
+        }
+        assert_eq!(
+            s.server.token_requests(),
+            2,
+            "spawn={spawn}: no hammering of a failing endpoint"
+        );
+        // After it, the next request tries again and succeeds.
+        s.clock.advance(Duration::from_secs(5));
+        client.get("/api/a").send::<Value>().await.unwrap();
         s.recorder.wait_for("token_refresh", 2).await;
-        assert!(token_id(&next.data) >= 1);
         assert_eq!(
             token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
             2,
             "spawn={spawn}"
         );
     }
+}
+
+#[tokio::test]
+async fn tokens_shorter_than_the_refresh_window_do_not_cause_a_refetch_loop() {
+    let s = setup().await;
+    // 4 s tokens against a 10 s buffer: the window is capped at 2 s.
+    s.server.set_token_lifetime(Duration::from_secs(4));
+    let client = s.client();
+    for _ in 0..20 {
+        assert_eq!(
+            token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
+            1
+        );
+    }
+    s.clock.advance(Duration::from_millis(1500));
+    for _ in 0..20 {
+        client.get("/api/a").send::<Value>().await.unwrap();
+    }
+    assert_eq!(s.server.token_requests(), 1, "fresh for half its lifetime");
 }
 
 #[tokio::test]
@@ -499,12 +530,14 @@ async fn malformed_token_responses_are_typed_errors() {
 async fn a_refresh_completes_and_is_stored_when_its_caller_is_dropped() {
     let s = setup().await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let started = Arc::new(tokio::sync::Notify::new());
     let provider = token_provider(s.server.token_url());
-    let g = Arc::clone(&gate);
+    let (g, st) = (Arc::clone(&gate), Arc::clone(&started));
     let client = s
         .recorder
         .wire(tokenkit_reqwest::builder(s.server.url()).clock(s.clock.clone()))
         .provider(move || {
+            st.notify_one();
             let g = Arc::clone(&g);
             let fetch = provider();
             async move {
@@ -518,9 +551,8 @@ async fn a_refresh_completes_and_is_stored_when_its_caller_is_dropped() {
         let c = client.clone();
         async move { c.get("/api/a").send::<Value>().await }
     });
-    // Let the request start its refresh, then cancel the caller.
-    tokio::task::yield_now().await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Once the refresh has started on the caller's behalf, cancel the caller.
+    started.notified().await;
     caller.abort();
     assert!(caller.await.unwrap_err().is_cancelled());
     assert_eq!(s.server.count("/api/a"), 0);

@@ -18,6 +18,10 @@ pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_REFRESH_BUFFER: Duration = Duration::from_secs(10);
 /// Default number of recoveries (new token + replay) after a rejected response.
 pub const DEFAULT_MAX_RECOVERY_TRIES: u32 = 5;
+/// Default pause after a failed proactive refresh before the next proactive attempt (the
+/// still-valid token is used meanwhile), so a failing token endpoint is not called on every
+/// request of the proactive window.
+pub const DEFAULT_PROACTIVE_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// Default jitter, as a fraction of the proactive window, added to spread refreshes of many
 /// clients holding tokens with the same expiry.
 pub const DEFAULT_JITTER_FRACTION: f64 = 0.1;
@@ -46,6 +50,12 @@ pub trait RefreshPolicy: Send + Sync + fmt::Debug {
 
     /// How many times one request is recovered (new token, replay) before giving up.
     fn max_recovery_tries(&self) -> u32;
+
+    /// How long to keep using a still-valid token after a failed proactive refresh before
+    /// trying again. Mandatory refreshes (missing or expired token) are never delayed.
+    fn proactive_retry_delay(&self) -> Duration {
+        DEFAULT_PROACTIVE_RETRY_DELAY
+    }
 }
 
 /// The standard policy.
@@ -75,6 +85,8 @@ pub struct StandardPolicy {
     pub refresh_on_status: Vec<StatusCode>,
     /// Recoveries per request before giving up (default 5).
     pub max_recovery_tries: u32,
+    /// Pause after a failed proactive refresh (default 5 s).
+    pub proactive_retry_delay: Duration,
 }
 
 impl Default for StandardPolicy {
@@ -88,6 +100,7 @@ impl Default for StandardPolicy {
             jitter: DEFAULT_JITTER_FRACTION,
             refresh_on_status: vec![StatusCode::UNAUTHORIZED],
             max_recovery_tries: DEFAULT_MAX_RECOVERY_TRIES,
+            proactive_retry_delay: DEFAULT_PROACTIVE_RETRY_DELAY,
         }
     }
 }
@@ -144,6 +157,12 @@ impl StandardPolicy {
         self
     }
 
+    /// Sets the pause after a failed proactive refresh.
+    pub fn proactive_retry_delay(mut self, delay: Duration) -> Self {
+        self.proactive_retry_delay = delay;
+        self
+    }
+
     fn jitter_for(&self, record: &TokenRecord) -> Duration {
         if self.jitter <= 0.0 || self.refresh_before.is_zero() {
             return Duration::ZERO;
@@ -191,6 +210,10 @@ impl RefreshPolicy for StandardPolicy {
 
     fn max_recovery_tries(&self) -> u32 {
         self.max_recovery_tries
+    }
+
+    fn proactive_retry_delay(&self) -> Duration {
+        self.proactive_retry_delay
     }
 }
 

@@ -234,7 +234,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Sets the runtime hooks (clock, sleeper, spawner).
+    /// Sets the runtime hooks (clock, sleeper, spawner). This replaces the clock too: call
+    /// [`clock`](Self::clock) afterwards to inject a test clock.
     pub fn runtime(mut self, runtime: Runtime) -> Self {
         self.runtime = runtime;
         self

@@ -1,10 +1,14 @@
 //! Executes the decisions of [`state`](super::state): single flight per session, the
 //! double-check inside a flight, compare-and-refresh, failure counting, background refresh.
+//!
+//! Ownership: a [`Manager`] owns the flight table; each flight's future owns the [`Core`]
+//! (source, store, policy, hooks) and only a weak handle on the table, so an abandoned flight
+//! never keeps a dropped client alive.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::{self, Either, FutureExt, Shared};
 
@@ -25,31 +29,57 @@ struct Flight {
     future: FlightFuture,
 }
 
+/// The refreshes in flight, by session key.
+#[derive(Default)]
+struct Flights {
+    map: Mutex<HashMap<u64, Flight>>,
+    next_id: AtomicU64,
+}
+
+impl Flights {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Flight>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        self.lock().contains_key(&key)
+    }
+
+    fn remove(&self, key: u64, id: u64) {
+        let mut map = self.lock();
+        if map.get(&key).is_some_and(|f| f.id == id) {
+            map.remove(&key);
+        }
+    }
+}
+
+/// What a refresh needs to run.
+struct Core {
+    source: Arc<dyn TokenSource>,
+    store: Arc<dyn TokenStore>,
+    policy: Arc<dyn RefreshPolicy>,
+    runtime: Runtime,
+    events: Events,
+    fetch_timeout: Option<Duration>,
+    /// Consecutive token fetch failures; reset by a successful fetch.
+    failures: AtomicU64,
+    /// When a proactive refresh last failed, per session key (cleared on success).
+    proactive_failed_at: Mutex<HashMap<u64, SystemTime>>,
+}
+
 /// Drives token rotation for one client.
 #[derive(Clone)]
 pub(crate) struct Manager {
-    inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) source: Arc<dyn TokenSource>,
-    pub(crate) store: Arc<dyn TokenStore>,
-    pub(crate) policy: Arc<dyn RefreshPolicy>,
-    pub(crate) runtime: Runtime,
-    pub(crate) events: Events,
-    pub(crate) fetch_timeout: Option<Duration>,
-    flights: Mutex<HashMap<u64, Flight>>,
-    next_flight: AtomicU64,
-    /// Consecutive token fetch failures; reset by a successful fetch.
-    failures: AtomicU64,
+    core: Arc<Core>,
+    flights: Arc<Flights>,
 }
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manager")
-            .field("source", &self.inner.source)
-            .field("store", &self.inner.store)
-            .field("policy", &self.inner.policy)
+            .field("source", &self.core.source)
+            .field("store", &self.core.store)
+            .field("policy", &self.core.policy)
             .finish_non_exhaustive()
     }
 }
@@ -64,46 +94,50 @@ impl Manager {
         fetch_timeout: Option<Duration>,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            core: Arc::new(Core {
                 source,
                 store,
                 policy,
                 runtime,
                 events,
                 fetch_timeout,
-                flights: Mutex::new(HashMap::new()),
-                next_flight: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
+                proactive_failed_at: Mutex::new(HashMap::new()),
             }),
+            flights: Arc::new(Flights::default()),
         }
     }
 
     pub(crate) fn policy(&self) -> &Arc<dyn RefreshPolicy> {
-        &self.inner.policy
+        &self.core.policy
     }
 
     pub(crate) fn events(&self) -> &Events {
-        &self.inner.events
+        &self.core.events
     }
 
     /// The token a request should carry, refreshing first when needed.
     pub(crate) async fn token(&self, ctx: Option<&Context>) -> Result<Arc<TokenRecord>, Error> {
-        let inner = &self.inner;
-        let record = inner.store.load(ctx).await?;
-        let freshness = inner
-            .policy
-            .freshness(record.as_deref(), inner.runtime.clock.now());
+        let core = &self.core;
+        let record = core.store.load(ctx).await?;
+        let now = core.runtime.clock.now();
+        let mut freshness = core.policy.freshness(record.as_deref(), now);
         if freshness == Freshness::Fresh {
             if let Some(record) = record {
                 return Ok(record);
             }
         }
-        let key = inner.store.session_key(ctx, record.as_deref());
-        let decision = state::on_token_needed(freshness, inner.in_flight(key), inner.runtime.spawn.is_some());
+        let key = core.store.session_key(ctx, record.as_deref());
+        if freshness == Freshness::Stale && core.proactive_cooling_down(key, now) {
+            freshness = Freshness::Fresh;
+        }
+        let can_spawn = core.runtime.spawn.is_some();
+        let decision = state::on_token_needed(freshness, self.flights.contains(key), can_spawn);
         let proactive = match decision {
             TokenDecision::Use => return record.ok_or_else(no_token),
             TokenDecision::UseAndRefreshInBackground => {
-                if inner.start_background(key, ctx) {
+                let (_, runs_without_us) = self.join_or_start(key, ctx, FetchReason::Proactive, None);
+                if runs_without_us {
                     return record.ok_or_else(no_token);
                 }
                 true // no executor after all: refresh inline
@@ -117,12 +151,11 @@ impl Manager {
         } else {
             FetchReason::Needed
         };
-        let (flight, _) = self.inner.join_or_start(key, ctx, reason, None);
+        let (flight, _) = self.join_or_start(key, ctx, reason, None);
         match flight.await {
             Ok(new) => Ok(new),
             Err(err) => {
-                let now = inner.runtime.clock.now();
-                let old = inner.policy.freshness(record.as_deref(), now);
+                let old = core.policy.freshness(record.as_deref(), core.runtime.clock.now());
                 match (state::after_failed_refresh(proactive, old, &err), record) {
                     (AfterFailedRefresh::UseOld, Some(record)) => {
                         tracing::debug!(target: "tokenkit", "proactive refresh failed; keeping the valid token");
@@ -142,16 +175,16 @@ impl Manager {
         rejected: &TokenRecord,
         recoveries_done: u32,
     ) -> Result<Arc<TokenRecord>, Error> {
-        let inner = &self.inner;
-        let max = inner.policy.max_recovery_tries();
-        let current = inner.store.load(ctx).await?;
+        let core = &self.core;
+        let max = core.policy.max_recovery_tries();
+        let current = core.store.load(ctx).await?;
         let rejected_is_current = match &current {
             Some(current) => current.access_token == rejected.access_token,
             None => true,
         };
         let next = match state::on_rejected(rejected_is_current, recoveries_done, max) {
             RejectionDecision::Abort => {
-                inner.events.recovery_aborted(recoveries_done);
+                core.events.recovery_aborted(recoveries_done);
                 return Err(Error::new(
                     ErrorKind::Auth(AuthFailure::RecoveryExhausted),
                     format!("the server kept rejecting the token after {recoveries_done} recoveries"),
@@ -162,16 +195,61 @@ impl Manager {
                 _ => self.token(ctx).await?,
             },
             RejectionDecision::RefreshAndRetry => {
-                let key = inner.store.session_key(ctx, Some(rejected));
-                let (flight, _) =
-                    inner.join_or_start(key, ctx, FetchReason::Rejected, rejected.access_token.clone());
+                let key = core.store.session_key(ctx, Some(rejected));
+                let rejected_token = rejected.access_token.clone();
+                let (flight, _) = self.join_or_start(key, ctx, FetchReason::Rejected, rejected_token);
                 flight.await?
             }
         };
-        inner
-            .events
+        core.events
             .recovery_try(recoveries_done + 1, max, next.access_token.as_ref());
         Ok(next)
+    }
+
+    /// Joins the session's refresh in flight, or starts one. Starting and joining happen under
+    /// one lock, so a session never has two flights. The flag says whether the flight runs
+    /// without the caller: it was already in flight, or it was handed to the Spawn hook.
+    fn join_or_start(
+        &self,
+        key: u64,
+        ctx: Option<&Context>,
+        reason: FetchReason,
+        rejected: Option<AccessToken>,
+    ) -> (FlightFuture, bool) {
+        let future = {
+            let mut map = self.flights.lock();
+            if let Some(flight) = map.get(&key) {
+                return (flight.future.clone(), true);
+            }
+            let id = self.flights.next_id.fetch_add(1, Ordering::Relaxed);
+            let core = Arc::clone(&self.core);
+            let flights: Weak<Flights> = Arc::downgrade(&self.flights);
+            let ctx = ctx.cloned();
+            let future: BoxFuture<'static, _> = Box::pin(async move {
+                let result = core
+                    .fetch_and_store(key, ctx.as_ref(), reason, rejected.as_ref())
+                    .await;
+                if let Some(flights) = flights.upgrade() {
+                    flights.remove(key, id);
+                }
+                result
+            });
+            let future = future.shared();
+            map.insert(
+                key,
+                Flight {
+                    id,
+                    future: future.clone(),
+                },
+            );
+            future
+        };
+        // A refresh once started completes and is stored even if every waiter goes away.
+        let spawned = match &self.core.runtime.spawn {
+            Some(spawn) => spawn.spawn(Box::pin(future.clone().map(|_| ()))).is_ok(),
+            None => false,
+        };
+        (future, spawned)
     }
 }
 
@@ -182,77 +260,35 @@ fn no_token() -> Error {
     )
 }
 
-impl Inner {
-    fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Flight>> {
-        self.flights.lock().unwrap_or_else(PoisonError::into_inner)
+impl Core {
+    fn proactive_failures(&self) -> MutexGuard<'_, HashMap<u64, SystemTime>> {
+        self.proactive_failed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn in_flight(&self, key: u64) -> bool {
-        self.flights().contains_key(&key)
+    fn proactive_cooling_down(&self, key: u64, now: SystemTime) -> bool {
+        let delay = self.policy.proactive_retry_delay();
+        self.proactive_failures()
+            .get(&key)
+            .is_some_and(|failed_at| now.duration_since(*failed_at).unwrap_or(Duration::ZERO) < delay)
     }
 
-    /// Joins the session's refresh in flight, or starts one. Starting and joining happen under
-    /// one lock, so a session never has two flights. The flag says whether the flight runs
-    /// without the caller: it was already in flight, or it was handed to the Spawn hook.
-    fn join_or_start(
-        self: &Arc<Self>,
-        key: u64,
-        ctx: Option<&Context>,
-        reason: FetchReason,
-        rejected: Option<AccessToken>,
-    ) -> (FlightFuture, bool) {
-        let (future, started) = {
-            let mut flights = self.flights();
-            if let Some(flight) = flights.get(&key) {
-                (flight.future.clone(), false)
-            } else {
-                let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
-                let this = Arc::clone(self);
-                let ctx = ctx.cloned();
-                let future: BoxFuture<'static, _> = Box::pin(async move {
-                    let result = this
-                        .fetch_and_store(ctx.as_ref(), reason, rejected.as_ref())
-                        .await;
-                    let mut flights = this.flights();
-                    if flights.get(&key).is_some_and(|f| f.id == id) {
-                        flights.remove(&key);
-                    }
-                    result
-                });
-                let future = future.shared();
-                flights.insert(
-                    key,
-                    Flight {
-                        id,
-                        future: future.clone(),
-                    },
-                );
-                (future, true)
-            }
-        };
-        if !started {
-            return (future, true);
+    fn note_outcome(&self, key: u64, reason: FetchReason, failed: bool, now: SystemTime) {
+        let mut failures = self.proactive_failures();
+        if failed && reason == FetchReason::Proactive {
+            // Forget stale entries so the table stays as small as the set of failing sessions.
+            let delay = self.policy.proactive_retry_delay();
+            failures.retain(|_, at| now.duration_since(*at).unwrap_or(Duration::ZERO) < delay);
+            failures.insert(key, now);
+        } else if !failed && !failures.is_empty() {
+            failures.remove(&key);
         }
-        // A refresh once started completes and is stored even if every waiter goes away.
-        let spawned = match &self.runtime.spawn {
-            Some(spawn) => spawn.spawn(Box::pin(future.clone().map(|_| ()))).is_ok(),
-            None => false,
-        };
-        (future, spawned)
-    }
-
-    /// Starts a background refresh if none is in flight. Returns false when the refresh
-    /// cannot run in the background (no executor), so the caller refreshes inline.
-    fn start_background(self: &Arc<Self>, key: u64, ctx: Option<&Context>) -> bool {
-        if self.runtime.spawn.is_none() {
-            return false;
-        }
-        let (_, runs_without_us) = self.join_or_start(key, ctx, FetchReason::Proactive, None);
-        runs_without_us
     }
 
     async fn fetch_and_store(
         &self,
+        key: u64,
         ctx: Option<&Context>,
         reason: FetchReason,
         rejected: Option<&AccessToken>,
@@ -280,6 +316,7 @@ impl Inner {
         let mut record = match fetched.and_then(|r| r.validate().map(|()| r)) {
             Ok(record) => record,
             Err(err) => {
+                self.note_outcome(key, reason, true, now);
                 let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
                 self.events.token_request_failed(&err, failures);
                 if state::on_fetch_failed(&err) == FetchFailure::ClearSession {
@@ -290,6 +327,7 @@ impl Inner {
                 return Err(err);
             }
         };
+        self.note_outcome(key, reason, false, now);
         self.failures.store(0, Ordering::Relaxed);
         // A refresh response without a new refresh token keeps the old one.
         if record.refresh_token.is_none() {
@@ -319,8 +357,7 @@ impl Inner {
         match (self.fetch_timeout, &self.runtime.sleep) {
             (Some(limit), Some(sleep)) => match future::select(fetch, sleep.sleep(limit)).await {
                 Either::Left((result, _)) => result,
-                Either::Right(_) => Err(Error::timeout(format!("no token within {}ms", limit.as_millis()))
-                    .with_kind(ErrorKind::Timeout)),
+                Either::Right(_) => Err(Error::timeout(format!("no token within {}ms", limit.as_millis()))),
             },
             _ => fetch.await,
         }
@@ -387,7 +424,7 @@ mod tests {
             assert!(first.as_mut().poll(&mut cx).is_pending());
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(m.inner.in_flight(0), "the flight is kept");
+        assert!(m.flights.contains(0), "the flight is kept");
         let record = block_on(m.token(None)).unwrap();
         assert_eq!(
             record.access_token.as_ref().unwrap().secret(),
@@ -395,7 +432,7 @@ mod tests {
             "joined, not refetched"
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(!m.inner.in_flight(0), "a finished flight is removed");
+        assert!(!m.flights.contains(0), "a finished flight is removed");
     }
 
     #[test]
@@ -421,4 +458,25 @@ mod tests {
     }
 
     const DEFAULT_MAX: u32 = crate::policy::DEFAULT_MAX_RECOVERY_TRIES;
+
+    #[test]
+    fn an_abandoned_flight_does_not_keep_a_dropped_client_alive() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let m = manager(
+            Arc::clone(&calls),
+            Runtime::new().with_clock(ManualClock::default()),
+        );
+        let core = Arc::downgrade(&m.core);
+        {
+            let mut first = pin!(m.token(None));
+            let mut cx = TaskContext::from_waker(Waker::noop());
+            assert!(first.as_mut().poll(&mut cx).is_pending());
+        }
+        assert!(m.flights.contains(0));
+        drop(m);
+        assert!(
+            core.upgrade().is_none(),
+            "no reference cycle through the flight table"
+        );
+    }
 }
