@@ -1,15 +1,23 @@
 //! The per-request context, and how tokenkit finds it without it being passed by hand.
 //!
-//! A [`Context`] is a cheap handle (clones share state). [`run_with_context`] makes a context
-//! current while a future is polled — the analogue of Node's `AsyncLocalStorage.run`, working
-//! on any executor because it only sets a thread-local around each poll.
+//! A [`Context`] is a cheap handle (clones share state) holding the incoming request's
+//! cookies, the `Set-Cookie` changes to send back, and typed extensions. [`run_with_context`]
+//! makes a context current while a future is polled — the analogue of Node's
+//! `AsyncLocalStorage.run`, working on any executor because it only sets a thread-local around
+//! each poll.
 
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll};
+
+use cookie::{Cookie, CookieJar};
+use http::header::{HeaderMap, HeaderValue, COOKIE};
+
+use crate::error::{Error, ErrorKind};
+use crate::runtime::BoxFuture;
 
 /// The context of one incoming request (or any unit of work that owns a session).
 #[derive(Clone, Default)]
@@ -20,6 +28,8 @@ pub struct Context {
 #[derive(Default)]
 struct ContextInner {
     extensions: Mutex<http::Extensions>,
+    /// Originals = the request's cookies; delta = what to send back as `Set-Cookie`.
+    cookies: Mutex<CookieJar>,
 }
 
 impl fmt::Debug for Context {
@@ -32,6 +42,78 @@ impl Context {
     /// An empty context.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A context holding the cookies of a `Cookie` request header value (`"a=1; b=2"`).
+    /// Values are percent-decoded (tokenkit percent-encodes the values it sets); malformed
+    /// pairs are skipped.
+    pub fn from_cookie_header(header: &str) -> Self {
+        let ctx = Self::new();
+        ctx.add_cookie_header(header);
+        ctx
+    }
+
+    /// A context holding the cookies of every `Cookie` header in `headers`.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let ctx = Self::new();
+        for value in headers.get_all(COOKIE) {
+            if let Ok(text) = value.to_str() {
+                ctx.add_cookie_header(text);
+            }
+        }
+        ctx
+    }
+
+    fn add_cookie_header(&self, header: &str) {
+        let mut jar = self.jar();
+        for cookie in Cookie::split_parse_encoded(header.to_owned()).flatten() {
+            jar.add_original(cookie);
+        }
+    }
+
+    fn jar(&self) -> MutexGuard<'_, CookieJar> {
+        self.inner.cookies.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current value of cookie `name`: as changed during this context, else as received.
+    /// A cookie removed during this context is absent.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.jar()
+            .get(name)
+            .filter(|c| !(c.value().is_empty() && c.max_age() == Some(cookie::time::Duration::ZERO)))
+            .map(|c| c.value().to_owned())
+    }
+
+    /// Sets a cookie to be sent back with the response.
+    pub fn set_cookie(&self, cookie: Cookie<'static>) {
+        self.jar().add(cookie);
+    }
+
+    /// Removes a cookie: the response expires it (path and domain must match how it was set),
+    /// whether or not the request carried it.
+    pub fn remove_cookie(&self, cookie: Cookie<'static>) {
+        let mut jar = self.jar();
+        let mut removal = cookie;
+        removal.make_removal();
+        jar.add(removal);
+    }
+
+    /// The cookies changed during this context, as `Set-Cookie` header values (removals
+    /// included, as expired cookies). Values are percent-encoded.
+    pub fn set_cookie_headers(&self) -> Vec<HeaderValue> {
+        self.jar()
+            .delta()
+            .filter_map(|c| HeaderValue::from_str(&c.encoded().to_string()).ok())
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            })
+            .collect()
+    }
+
+    /// The cookies changed during this context.
+    pub fn cookie_delta(&self) -> Vec<Cookie<'static>> {
+        self.jar().delta().cloned().collect()
     }
 
     /// Stores a typed value, returning the previous one of that type.
@@ -64,10 +146,85 @@ impl Context {
     }
 }
 
-/// Finds the context of the work in progress.
+/// Finds the context of the work in progress, and binds one to a unit of work.
 pub trait ContextProvider: Send + Sync + fmt::Debug {
     /// The current context, if one is bound.
     fn current(&self) -> Option<Context>;
+
+    /// Runs `future` with `ctx` bound. The default is the task-scoped [`run_with_context`].
+    fn scope<'a>(&self, ctx: Context, future: BoxFuture<'a, ()>) -> BoxFuture<'a, ()> {
+        Box::pin(run_with_context(ctx, future))
+    }
+
+    /// Binds `ctx` imperatively (for frameworks without a scope), when the provider supports it.
+    fn enter(&self, ctx: Context) -> Result<(), Error> {
+        let _ = ctx;
+        Err(Error::new(
+            ErrorKind::Config,
+            "this context provider binds contexts only through scope() / run_with_context",
+        ))
+    }
+}
+
+/// The error returned when a session operation runs without a bound context.
+pub(crate) fn no_context() -> Error {
+    Error::new(
+        ErrorKind::NoContext,
+        "no request context is bound: wrap the work in run_with_context(ctx, future), pass \
+         .context(ctx) on the request, or install the framework adapter's layer",
+    )
+}
+
+type GetFn = Arc<dyn Fn() -> Option<Context> + Send + Sync>;
+type SetFn = Arc<dyn Fn(Context) + Send + Sync>;
+type RunFn = Arc<dyn for<'a> Fn(Context, BoxFuture<'a, ()>) -> BoxFuture<'a, ()> + Send + Sync>;
+
+/// A provider made of your framework's own get / set / run functions (astro-tokenkit's
+/// `getContextStore`, `setContextStore`, `runWithContext`). The three are given together, so
+/// reading, binding and scoping always agree.
+#[derive(Clone)]
+pub struct FnContextProvider {
+    get: GetFn,
+    set: SetFn,
+    run: RunFn,
+}
+
+impl fmt::Debug for FnContextProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnContextProvider")
+    }
+}
+
+impl FnContextProvider {
+    /// A provider from `get` (the current context), `set` (bind one imperatively) and `run`
+    /// (run a future with one bound).
+    pub fn new<G, S, R>(get: G, set: S, run: R) -> Self
+    where
+        G: Fn() -> Option<Context> + Send + Sync + 'static,
+        S: Fn(Context) + Send + Sync + 'static,
+        R: for<'a> Fn(Context, BoxFuture<'a, ()>) -> BoxFuture<'a, ()> + Send + Sync + 'static,
+    {
+        Self {
+            get: Arc::new(get),
+            set: Arc::new(set),
+            run: Arc::new(run),
+        }
+    }
+}
+
+impl ContextProvider for FnContextProvider {
+    fn current(&self) -> Option<Context> {
+        (self.get)()
+    }
+
+    fn scope<'a>(&self, ctx: Context, future: BoxFuture<'a, ()>) -> BoxFuture<'a, ()> {
+        (self.run)(ctx, future)
+    }
+
+    fn enter(&self, ctx: Context) -> Result<(), Error> {
+        (self.set)(ctx);
+        Ok(())
+    }
 }
 
 thread_local! {
@@ -137,6 +294,81 @@ impl<F: Future> Future for WithContext<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookies_in_and_delta_out() {
+        let ctx = Context::from_cookie_header("a=1; b=two; junk; c=");
+        assert_eq!(ctx.cookie("a").as_deref(), Some("1"));
+        assert_eq!(ctx.cookie("b").as_deref(), Some("two"));
+        assert!(ctx.set_cookie_headers().is_empty(), "reading changes nothing");
+        ctx.set_cookie(Cookie::build(("a", "9")).path("/").build());
+        ctx.remove_cookie(Cookie::build("b").path("/").build());
+        assert_eq!(ctx.cookie("a").as_deref(), Some("9"));
+        assert_eq!(ctx.cookie("b"), None);
+        let mut headers: Vec<String> = ctx
+            .set_cookie_headers()
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        headers.sort();
+        assert_eq!(headers.len(), 2);
+        assert!(headers[0].starts_with("a=9; Path=/"), "{headers:?}");
+        assert!(
+            headers[1].starts_with("b=; Path=/") && headers[1].contains("Max-Age=0"),
+            "{headers:?}"
+        );
+    }
+
+    #[test]
+    fn cookie_values_are_percent_encoded_out_and_decoded_in() {
+        let ctx = Context::new();
+        ctx.set_cookie(Cookie::build(("t", "a;b,c\"d=")).path("/").build());
+        let header = ctx.set_cookie_headers()[0].to_str().unwrap().to_owned();
+        let pair = header.split(';').next().unwrap().to_owned();
+        assert!(
+            !pair[2..].contains(';') && !pair.contains(',') && !pair.contains('"'),
+            "{header}"
+        );
+        let back = Context::from_cookie_header(&pair);
+        assert_eq!(back.cookie("t").as_deref(), Some("a;b,c\"d="));
+    }
+
+    #[test]
+    fn cookies_from_several_headers() {
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(COOKIE, HeaderValue::from_static("b=2"));
+        let ctx = Context::from_headers(&headers);
+        assert_eq!(
+            (ctx.cookie("a").as_deref(), ctx.cookie("b").as_deref()),
+            (Some("1"), Some("2"))
+        );
+    }
+
+    #[test]
+    fn fn_provider_uses_the_three_functions() {
+        use std::sync::Mutex as M;
+        let slot: Arc<M<Option<Context>>> = Arc::default();
+        let (g, s) = (Arc::clone(&slot), Arc::clone(&slot));
+        let provider = FnContextProvider::new(
+            move || g.lock().unwrap().clone(),
+            move |ctx| *s.lock().unwrap() = Some(ctx),
+            |ctx, fut| Box::pin(run_with_context(ctx, fut)),
+        );
+        assert!(provider.current().is_none());
+        let ctx = Context::new();
+        provider.enter(ctx.clone()).unwrap();
+        assert!(provider.current().unwrap().ptr_eq(&ctx));
+        let inner = Context::new();
+        let seen = Arc::new(M::new(None));
+        let seen2 = Arc::clone(&seen);
+        futures_executor::block_on(provider.scope(
+            inner.clone(),
+            Box::pin(async move { *seen2.lock().unwrap() = current_context() }),
+        ));
+        assert!(seen.lock().unwrap().as_ref().unwrap().ptr_eq(&inner));
+        assert!(TaskContextProvider.enter(Context::new()).is_err());
+    }
 
     #[test]
     fn context_is_current_only_inside_run() {

@@ -54,7 +54,10 @@ pub use async_trait::async_trait;
 pub use http;
 
 pub use client::{ApiResponse, Client, ClientBuilder, RequestBuilder, DEFAULT_TIMEOUT};
-pub use context::{current_context, run_with_context, Context, ContextProvider, TaskContextProvider};
+pub use context::{
+    current_context, run_with_context, Context, ContextProvider, FnContextProvider, TaskContextProvider,
+};
+pub use cookie;
 pub use error::{AuthFailure, Error, ErrorKind};
 pub use events::DEFAULT_TOKEN_TRY_THRESHOLD;
 pub use policy::{

@@ -71,9 +71,17 @@ pub struct TokenRecord {
     pub scope: Option<String>,
     /// When the access token expires; `None` means "until rejected".
     pub expires_at: Option<SystemTime>,
+    /// When the refresh token expires, if the source said so (sets cookie lifetimes).
+    pub refresh_expires_at: Option<SystemTime>,
     /// When the access token was obtained (the last refresh).
     pub obtained_at: SystemTime,
+    /// The session payload (user, profile…): a response field, or the access token's JWT
+    /// claims (decoded, not verified).
+    pub payload: Option<serde_json::Value>,
 }
+
+/// What a login returns: the stored token record (tokens, expiry, session payload).
+pub type TokenBundle = TokenRecord;
 
 impl TokenRecord {
     /// A record holding `access_token`, obtained at `obtained_at`, with no expiry.
@@ -84,7 +92,9 @@ impl TokenRecord {
             token_type: None,
             scope: None,
             expires_at: None,
+            refresh_expires_at: None,
             obtained_at,
+            payload: None,
         }
     }
 
@@ -96,8 +106,22 @@ impl TokenRecord {
             token_type: None,
             scope: None,
             expires_at: None,
+            refresh_expires_at: None,
             obtained_at,
+            payload: None,
         }
+    }
+
+    /// Sets the session payload.
+    pub fn with_payload(mut self, payload: serde_json::Value) -> Self {
+        self.payload = Some(payload);
+        self
+    }
+
+    /// Sets the refresh token's expiry.
+    pub fn with_refresh_expires_at(mut self, at: SystemTime) -> Self {
+        self.refresh_expires_at = Some(at);
+        self
     }
 
     /// Sets the refresh token.
@@ -187,6 +211,24 @@ impl TokenRecord {
     }
 }
 
+/// The claims of a JWT (`header.claims.signature`), decoded **without verifying** the
+/// signature: fit for display and expiry hints, never for authorisation decisions.
+pub fn jwt_claims(token: &str) -> Option<serde_json::Value> {
+    use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    let mut parts = token.split('.');
+    let (_header, claims, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || claims.is_empty() || claims.len() > 64 * 1024 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(claims)
+        .or_else(|_| URL_SAFE.decode(claims))
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.is_object().then_some(value)
+}
+
 fn check_token_chars(what: &str, value: &str) -> Result<(), Error> {
     if value.is_empty() {
         return Err(Error::invalid_token(format!("the {what} is empty")));
@@ -246,6 +288,18 @@ mod tests {
         assert!(record.clone().with_expires_in(MAX_TOKEN_LIFETIME * 2).is_err());
         let ok = record.with_expires_in(Duration::from_secs(60)).unwrap();
         assert_eq!(ok.lifetime(), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn jwt_claims_are_peeked() {
+        // {"alg":"none"} . {"sub":"u1","exp":2000000000} . sig
+        let token = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1MSIsImV4cCI6MjAwMDAwMDAwMH0.c2ln";
+        let claims = jwt_claims(token).unwrap();
+        assert_eq!(claims["sub"], "u1");
+        assert_eq!(claims["exp"], 2_000_000_000u64);
+        for bad in ["", "a.b", "a.b.c.d", "a.!!!.c", "a.bm90IGpzb24.c", "a..c"] {
+            assert!(jwt_claims(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

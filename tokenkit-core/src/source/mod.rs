@@ -1,7 +1,9 @@
 //! Where tokens come from.
 
+pub mod parse;
 mod provider;
 
+pub use parse::{parse_token_response, FieldMapping};
 pub use provider::{ProvidedToken, ProviderSource};
 
 use std::fmt;

@@ -1,8 +1,12 @@
 //! Where token records live.
 
+pub mod cookie;
 mod memory;
+pub mod session;
 
+pub use self::cookie::{CookieConfig, CookieStore};
 pub use memory::MemoryStore;
+pub use session::{MemorySessionBackend, SessionBackend, SessionId, SessionStore};
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,0 +1,437 @@
+//! Per-user sessions in HttpOnly cookies.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use cookie::{Cookie, SameSite};
+
+use super::TokenStore;
+use crate::context::{no_context, Context};
+use crate::error::{Error, ErrorKind};
+use crate::token::{jwt_claims, AccessToken, RefreshToken, TokenRecord};
+use std::sync::Arc;
+
+/// The largest cookie browsers are required to keep; larger ones are refused with an error.
+pub const MAX_COOKIE_BYTES: usize = 4096;
+/// Cookie lifetime when the refresh token's lifetime is unknown.
+pub const DEFAULT_COOKIE_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The five cookie names, before the prefix.
+pub const COOKIE_NAMES: [&str; 5] = [
+    "access_token",
+    "refresh_token",
+    "access_expires_at",
+    "last_refresh_at",
+    "token_type",
+];
+
+/// How the token cookies are written. Cookies are always `HttpOnly`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CookieConfig {
+    /// Prefix of the cookie names (`<prefix>_access_token`).
+    pub prefix: Option<String>,
+    /// The `Secure` attribute (default on; turn off only for plain-http development).
+    pub secure: bool,
+    /// The `SameSite` attribute (default `Lax`).
+    pub same_site: SameSite,
+    /// The `Domain` attribute (default none: host-only).
+    pub domain: Option<String>,
+    /// The `Path` attribute (default `/`).
+    pub path: String,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        Self {
+            prefix: None,
+            secure: true,
+            same_site: SameSite::Lax,
+            domain: None,
+            path: "/".to_owned(),
+        }
+    }
+}
+
+impl CookieConfig {
+    /// The defaults: Secure, HttpOnly, SameSite=Lax, Path=/, no prefix, no domain.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Prefixes the cookie names.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+    /// Sets `Secure`. Only turn it off for plain-http development (e.g. `http://localhost`):
+    /// browsers would otherwise drop the cookies.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+    /// Sets `SameSite`.
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+    /// Sets `Domain`.
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+    /// Sets `Path`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// The full name of cookie `base` (one of [`COOKIE_NAMES`]).
+    pub fn name(&self, base: &str) -> String {
+        match &self.prefix {
+            Some(prefix) if !prefix.is_empty() => format!("{prefix}_{base}"),
+            _ => base.to_owned(),
+        }
+    }
+
+    fn build(&self, base: &str, value: String, max_age: Duration) -> Cookie<'static> {
+        let mut cookie = Cookie::build((self.name(base), value))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(self.same_site)
+            .path(self.path.clone())
+            .max_age(cookie::time::Duration::seconds(
+                i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+            ))
+            .build();
+        if let Some(domain) = &self.domain {
+            cookie.set_domain(domain.clone());
+        }
+        cookie
+    }
+
+    fn removal(&self, base: &str) -> Cookie<'static> {
+        let mut cookie = Cookie::build(self.name(base)).path(self.path.clone()).build();
+        if let Some(domain) = &self.domain {
+            cookie.set_domain(domain.clone());
+        }
+        cookie
+    }
+}
+
+/// Keeps each user's tokens in cookies of the request [`Context`]: read from the incoming
+/// `Cookie` header, written to the context's `Set-Cookie` delta.
+///
+/// Reading never changes the cookies. A tampered or unreadable cookie is treated as absent
+/// (with a log line): a record left with only a refresh token is refreshed; with no token at
+/// all, the user is logged out. The session payload is not stored; it is recovered from the
+/// access token's JWT claims when there are any.
+#[derive(Debug, Clone, Default)]
+pub struct CookieStore {
+    config: CookieConfig,
+}
+
+impl CookieStore {
+    /// A store writing cookies as `config` says.
+    pub fn new(config: CookieConfig) -> Self {
+        Self { config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CookieConfig {
+        &self.config
+    }
+
+    fn read(&self, ctx: &Context, base: &str) -> Option<String> {
+        ctx.cookie(&self.config.name(base)).filter(|v| !v.is_empty())
+    }
+
+    fn read_time(&self, ctx: &Context, base: &str) -> Result<Option<SystemTime>, ()> {
+        match self.read(ctx, base) {
+            None => Ok(None),
+            Some(text) => text
+                .parse::<u64>()
+                .ok()
+                .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+                .map(Some)
+                .ok_or(()),
+        }
+    }
+}
+
+fn unix_secs(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn valid_token(value: &str) -> bool {
+    value.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+#[async_trait]
+impl TokenStore for CookieStore {
+    async fn load(&self, ctx: Option<&Context>) -> Result<Option<Arc<TokenRecord>>, Error> {
+        let ctx = ctx.ok_or_else(no_context)?;
+        let refresh = self.read(ctx, "refresh_token").filter(|t| {
+            let ok = valid_token(t);
+            if !ok {
+                tracing::warn!(target: "tokenkit", "ignoring a malformed refresh-token cookie");
+            }
+            ok
+        });
+        let mut access = self.read(ctx, "access_token").filter(|t| {
+            let ok = valid_token(t);
+            if !ok {
+                tracing::warn!(target: "tokenkit", "ignoring a malformed access-token cookie");
+            }
+            ok
+        });
+        let expires_at = self.read_time(ctx, "access_expires_at").unwrap_or_else(|()| {
+            tracing::warn!(target: "tokenkit", "ignoring an access token whose expiry cookie is malformed");
+            access = None;
+            None
+        });
+        let obtained_at = self
+            .read_time(ctx, "last_refresh_at")
+            .ok()
+            .flatten()
+            .unwrap_or(UNIX_EPOCH);
+        let mut record = match (access, refresh) {
+            (None, None) => return Ok(None),
+            (Some(access), refresh) => {
+                let claims = jwt_claims(&access);
+                let mut record = TokenRecord::new(AccessToken::new(access), obtained_at);
+                record.refresh_token = refresh.map(RefreshToken::new);
+                record.payload = claims;
+                record
+            }
+            (None, Some(refresh)) => TokenRecord::from_refresh_token(RefreshToken::new(refresh), obtained_at),
+        };
+        record.expires_at = expires_at;
+        record.token_type = self.read(ctx, "token_type").filter(|t| valid_token(t));
+        Ok(Some(Arc::new(record)))
+    }
+
+    async fn save(
+        &self,
+        ctx: Option<&Context>,
+        record: Arc<TokenRecord>,
+        _replaces: Option<&TokenRecord>,
+    ) -> Result<(), Error> {
+        let ctx = ctx.ok_or_else(no_context)?;
+        let max_age = record
+            .refresh_expires_at
+            .and_then(|at| at.duration_since(record.obtained_at).ok())
+            .unwrap_or(DEFAULT_COOKIE_MAX_AGE);
+        let mut cookies = Vec::with_capacity(5);
+        let mut removals = Vec::new();
+        let mut put = |base: &str, value: Option<String>| match value {
+            Some(value) => cookies.push(self.config.build(base, value, max_age)),
+            None => removals.push(self.config.removal(base)),
+        };
+        put(
+            "access_token",
+            record.access_token.as_ref().map(|t| t.secret().to_owned()),
+        );
+        put(
+            "refresh_token",
+            record.refresh_token.as_ref().map(|t| t.secret().to_owned()),
+        );
+        put(
+            "access_expires_at",
+            record.expires_at.map(|at| unix_secs(at).to_string()),
+        );
+        put("last_refresh_at", Some(unix_secs(record.obtained_at).to_string()));
+        put("token_type", record.token_type.clone());
+        // Check every size before writing any, so a failed save changes nothing.
+        for cookie in &cookies {
+            let size = cookie.encoded().to_string().len();
+            if size > MAX_COOKIE_BYTES {
+                return Err(Error::new(
+                    ErrorKind::Store,
+                    format!(
+                        "cookie {} would be {size} bytes, over the {MAX_COOKIE_BYTES}-byte limit browsers keep",
+                        cookie.name()
+                    ),
+                ));
+            }
+        }
+        for cookie in cookies {
+            ctx.set_cookie(cookie);
+        }
+        for removal in removals {
+            if ctx.cookie(removal.name()).is_some() {
+                ctx.remove_cookie(removal);
+            }
+        }
+        Ok(())
+    }
+
+    async fn clear(&self, ctx: Option<&Context>) -> Result<(), Error> {
+        let ctx = ctx.ok_or_else(no_context)?;
+        for base in COOKIE_NAMES {
+            ctx.remove_cookie(self.config.removal(base));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_executor::block_on;
+    use proptest::prelude::*;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn record() -> TokenRecord {
+        TokenRecord::new(AccessToken::new("acc.tok+/="), at(1_000))
+            .with_refresh_token(RefreshToken::new("ref;tok,\"x"))
+            .with_token_type("Bearer")
+            .with_expires_at(at(4_600))
+    }
+
+    /// What a browser would send back: the name=value pairs of the Set-Cookie delta.
+    fn browser_echo(ctx: &Context) -> Context {
+        let pairs: Vec<String> = ctx
+            .set_cookie_headers()
+            .iter()
+            .filter_map(|h| h.to_str().ok()?.split(';').next().map(str::to_owned))
+            .filter(|pair| !pair.ends_with('='))
+            .collect();
+        Context::from_cookie_header(&pairs.join("; "))
+    }
+
+    #[test]
+    fn writes_the_five_cookies_with_the_spec_attributes() {
+        let store = CookieStore::new(CookieConfig::new().prefix("app").domain("example.com"));
+        let ctx = Context::new();
+        block_on(store.save(Some(&ctx), Arc::new(record()), None)).unwrap();
+        let mut delta = ctx.cookie_delta();
+        delta.sort_by(|a, b| a.name().cmp(b.name()));
+        let names: Vec<_> = delta.iter().map(|c| c.name().to_owned()).collect();
+        assert_eq!(
+            names,
+            [
+                "app_access_expires_at",
+                "app_access_token",
+                "app_last_refresh_at",
+                "app_refresh_token",
+                "app_token_type"
+            ]
+        );
+        for c in &delta {
+            assert_eq!(c.http_only(), Some(true));
+            assert_eq!(c.secure(), Some(true));
+            assert_eq!(c.same_site(), Some(SameSite::Lax));
+            assert_eq!(c.path(), Some("/"));
+            assert_eq!(c.domain(), Some("example.com"));
+            assert_eq!(c.max_age(), Some(cookie::time::Duration::days(7)));
+        }
+        let header = ctx.set_cookie_headers()[0].to_str().unwrap().to_owned();
+        assert!(header.contains("HttpOnly") && header.contains("Secure") && header.contains("SameSite=Lax"));
+    }
+
+    #[test]
+    fn round_trips_through_a_browser_and_reading_changes_nothing() {
+        let store = CookieStore::default();
+        let ctx = Context::new();
+        block_on(store.save(Some(&ctx), Arc::new(record()), None)).unwrap();
+        let next = browser_echo(&ctx);
+        let loaded = block_on(store.load(Some(&next))).unwrap().unwrap();
+        assert_eq!(loaded.access_token.as_ref().unwrap().secret(), "acc.tok+/=");
+        assert_eq!(loaded.refresh_token.as_ref().unwrap().secret(), "ref;tok,\"x");
+        assert_eq!(loaded.expires_at, Some(at(4_600)));
+        assert_eq!(loaded.obtained_at, at(1_000));
+        assert_eq!(loaded.token_type.as_deref(), Some("Bearer"));
+        assert!(next.cookie_delta().is_empty(), "load must not mutate the session");
+    }
+
+    #[test]
+    fn max_age_follows_the_refresh_token_and_secure_can_be_turned_off() {
+        let store = CookieStore::new(CookieConfig::new().secure(false));
+        let ctx = Context::new();
+        let r = record().with_refresh_expires_at(at(1_000 + 3_600));
+        block_on(store.save(Some(&ctx), Arc::new(r), None)).unwrap();
+        for c in ctx.cookie_delta() {
+            assert_eq!(c.max_age(), Some(cookie::time::Duration::hours(1)));
+            assert_eq!(c.secure(), Some(false));
+            assert_eq!(c.http_only(), Some(true), "HttpOnly is not configurable");
+        }
+    }
+
+    #[test]
+    fn clear_expires_every_cookie() {
+        let store = CookieStore::default();
+        let ctx = Context::from_cookie_header("access_token=a; refresh_token=r");
+        block_on(store.clear(Some(&ctx))).unwrap();
+        let delta = ctx.cookie_delta();
+        assert_eq!(delta.len(), 5);
+        assert!(delta
+            .iter()
+            .all(|c| c.max_age() == Some(cookie::time::Duration::ZERO)));
+        assert!(block_on(store.load(Some(&ctx))).unwrap().is_none());
+    }
+
+    #[test]
+    fn tampered_cookies_are_dropped_not_fatal() {
+        let store = CookieStore::default();
+        // A bad expiry drops the access token, keeping the refresh token (refreshed next).
+        let ctx = Context::from_cookie_header("access_token=a; refresh_token=r; access_expires_at=soon");
+        let r = block_on(store.load(Some(&ctx))).unwrap().unwrap();
+        assert!(r.access_token.is_none());
+        assert_eq!(r.refresh_token.as_ref().unwrap().secret(), "r");
+        // Only a refresh token: a record to refresh.
+        let ctx = Context::from_cookie_header("refresh_token=r");
+        let r = block_on(store.load(Some(&ctx))).unwrap().unwrap();
+        assert!(r.access_token.is_none() && r.refresh_token.is_some());
+        // A token with a control byte (percent-decoded) is ignored.
+        let ctx = Context::from_cookie_header("access_token=a%0D%0Ab");
+        assert!(block_on(store.load(Some(&ctx))).unwrap().is_none());
+        assert!(block_on(store.load(Some(&Context::new()))).unwrap().is_none());
+    }
+
+    #[test]
+    fn oversize_cookies_are_refused_without_a_partial_write() {
+        let store = CookieStore::default();
+        let ctx = Context::new();
+        let big = TokenRecord::new(AccessToken::new("a".repeat(5000)), at(0));
+        let err = block_on(store.save(Some(&ctx), Arc::new(big), None)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Store);
+        assert!(err.message().contains("4096"));
+        assert!(ctx.cookie_delta().is_empty());
+    }
+
+    #[test]
+    fn without_a_context_the_error_says_how_to_bind_one() {
+        let err = block_on(CookieStore::default().load(None)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NoContext);
+        assert!(err.message().contains("run_with_context"));
+    }
+
+    proptest! {
+        #[test]
+        fn codec_round_trips_any_header_safe_token(
+            access in "[!-~]{1,200}",
+            refresh in "[!-~]{1,200}",
+            expires in 1u64..4_000_000_000,
+        ) {
+            let store = CookieStore::new(CookieConfig::new().prefix("p"));
+            let ctx = Context::new();
+            let r = TokenRecord::new(AccessToken::new(access.clone()), at(5))
+                .with_refresh_token(RefreshToken::new(refresh.clone()))
+                .with_expires_at(at(expires));
+            block_on(store.save(Some(&ctx), Arc::new(r), None)).unwrap();
+            let loaded = block_on(store.load(Some(&browser_echo(&ctx)))).unwrap().unwrap();
+            prop_assert_eq!(loaded.access_token.as_ref().unwrap().secret(), access.as_str());
+            prop_assert_eq!(loaded.refresh_token.as_ref().unwrap().secret(), refresh.as_str());
+            prop_assert_eq!(loaded.expires_at, Some(at(expires)));
+        }
+
+        #[test]
+        fn loading_any_cookie_header_never_panics(header in "\\PC{0,300}") {
+            let ctx = Context::from_cookie_header(&header);
+            let _ = block_on(CookieStore::default().load(Some(&ctx)));
+        }
+    }
+}

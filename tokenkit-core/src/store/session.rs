@@ -1,0 +1,351 @@
+//! Per-user sessions in a session backend you already run (Redis, a database, memory…).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::cookie::DEFAULT_COOKIE_MAX_AGE;
+use super::TokenStore;
+use crate::context::{no_context, Context};
+use crate::error::{Error, ErrorKind};
+use crate::runtime::{Clock, SystemClock};
+use crate::token::{AccessToken, RefreshToken, TokenRecord};
+
+/// A key-value session backend, keyed per session, with a TTL per value. Implement it over
+/// your session store; tokenkit keeps one value per session under the key `tokenkit` (or
+/// `<prefix>_tokenkit`).
+#[async_trait]
+pub trait SessionBackend: Send + Sync + fmt::Debug {
+    /// The value of `key` in session `session_id`.
+    async fn get(&self, session_id: &str, key: &str) -> Result<Option<String>, Error>;
+    /// Sets `key` in session `session_id`, expiring after `ttl`.
+    async fn set(&self, session_id: &str, key: &str, value: String, ttl: Duration) -> Result<(), Error>;
+    /// Deletes `key` from session `session_id`.
+    async fn delete(&self, session_id: &str, key: &str) -> Result<(), Error>;
+    /// Destroys the whole session.
+    async fn destroy(&self, session_id: &str) -> Result<(), Error>;
+}
+
+/// The session id of a context, as a typed extension: `ctx.insert(SessionId("…".into()))`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionId(pub String);
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A session id is a bearer credential too.
+        f.write_str("SessionId([redacted])")
+    }
+}
+
+/// A [`TokenStore`] over a [`SessionBackend`]. The session id comes from the context: the
+/// [`SessionId`] extension, or else the cookie named by [`session_cookie`](Self::session_cookie).
+#[derive(Debug)]
+pub struct SessionStore<B> {
+    backend: B,
+    key: String,
+    session_cookie: Option<String>,
+}
+
+impl<B: SessionBackend> SessionStore<B> {
+    /// A store keeping records under the key `tokenkit`.
+    pub fn new(backend: B) -> Self {
+        Self {
+            backend,
+            key: "tokenkit".to_owned(),
+            session_cookie: None,
+        }
+    }
+
+    /// Keys records under `<prefix>_tokenkit`.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.key = format!("{prefix}_tokenkit");
+        self
+    }
+
+    /// Reads the session id from this cookie when the context has no [`SessionId`].
+    pub fn session_cookie(mut self, name: impl Into<String>) -> Self {
+        self.session_cookie = Some(name.into());
+        self
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The key records are kept under.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn session_id(&self, ctx: Option<&Context>) -> Result<String, Error> {
+        let ctx = ctx.ok_or_else(no_context)?;
+        if let Some(SessionId(id)) = ctx.get::<SessionId>() {
+            return Ok(id);
+        }
+        self.session_cookie
+            .as_deref()
+            .and_then(|name| ctx.cookie(name))
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NoContext,
+                    "the context has no session id: insert a SessionId extension or configure session_cookie",
+                )
+            })
+    }
+}
+
+/// The serialized form of a record: secrets in plain text, for the backend only.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    access_token: Option<String>,
+    refresh_token: Option<String>,
+    token_type: Option<String>,
+    scope: Option<String>,
+    expires_at: Option<u64>,
+    refresh_expires_at: Option<u64>,
+    obtained_at: u64,
+    payload: Option<serde_json::Value>,
+}
+
+fn secs(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn time(secs: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+impl From<&TokenRecord> for Stored {
+    fn from(r: &TokenRecord) -> Self {
+        Self {
+            access_token: r.access_token.as_ref().map(|t| t.secret().to_owned()),
+            refresh_token: r.refresh_token.as_ref().map(|t| t.secret().to_owned()),
+            token_type: r.token_type.clone(),
+            scope: r.scope.clone(),
+            expires_at: r.expires_at.map(secs),
+            refresh_expires_at: r.refresh_expires_at.map(secs),
+            obtained_at: secs(r.obtained_at),
+            payload: r.payload.clone(),
+        }
+    }
+}
+
+impl Stored {
+    fn into_record(self) -> Option<TokenRecord> {
+        let obtained_at = time(self.obtained_at)?;
+        let mut record = match (self.access_token, self.refresh_token) {
+            (Some(access), refresh) => {
+                let mut r = TokenRecord::new(AccessToken::new(access), obtained_at);
+                r.refresh_token = refresh.map(RefreshToken::new);
+                r
+            }
+            (None, Some(refresh)) => TokenRecord::from_refresh_token(RefreshToken::new(refresh), obtained_at),
+            (None, None) => return None,
+        };
+        record.token_type = self.token_type;
+        record.scope = self.scope;
+        record.expires_at = self.expires_at.and_then(time);
+        record.refresh_expires_at = self.refresh_expires_at.and_then(time);
+        record.payload = self.payload;
+        Some(record)
+    }
+}
+
+#[async_trait]
+impl<B: SessionBackend> TokenStore for SessionStore<B> {
+    async fn load(&self, ctx: Option<&Context>) -> Result<Option<Arc<TokenRecord>>, Error> {
+        let id = self.session_id(ctx)?;
+        let Some(text) = self.backend.get(&id, &self.key).await? else {
+            return Ok(None);
+        };
+        match serde_json::from_str::<Stored>(&text)
+            .ok()
+            .and_then(Stored::into_record)
+        {
+            Some(record) => Ok(Some(Arc::new(record))),
+            None => {
+                tracing::warn!(target: "tokenkit", "ignoring an unreadable session record");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn save(
+        &self,
+        ctx: Option<&Context>,
+        record: Arc<TokenRecord>,
+        _replaces: Option<&TokenRecord>,
+    ) -> Result<(), Error> {
+        let id = self.session_id(ctx)?;
+        let ttl = record
+            .refresh_expires_at
+            .and_then(|at| at.duration_since(record.obtained_at).ok())
+            .unwrap_or(DEFAULT_COOKIE_MAX_AGE);
+        let text = serde_json::to_string(&Stored::from(&*record)).map_err(|e| {
+            Error::new(
+                ErrorKind::Store,
+                format!("could not encode the session record: {e}"),
+            )
+        })?;
+        self.backend.set(&id, &self.key, text, ttl).await
+    }
+
+    async fn clear(&self, ctx: Option<&Context>) -> Result<(), Error> {
+        let id = self.session_id(ctx)?;
+        self.backend.delete(&id, &self.key).await
+    }
+}
+
+/// An in-memory [`SessionBackend`] honouring TTLs against a clock; for tests and single-process
+/// apps.
+#[derive(Debug)]
+pub struct MemorySessionBackend {
+    clock: Arc<dyn Clock>,
+    values: Mutex<HashMap<(String, String), (String, SystemTime)>>,
+}
+
+impl Default for MemorySessionBackend {
+    fn default() -> Self {
+        Self::new(Arc::new(SystemClock))
+    }
+}
+
+impl MemorySessionBackend {
+    /// An empty backend on `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            values: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn values(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, SystemTime)>> {
+        self.values.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many sessions hold values (expired ones included until touched).
+    pub fn len(&self) -> usize {
+        self.values().len()
+    }
+
+    /// Whether no values are held.
+    pub fn is_empty(&self) -> bool {
+        self.values().is_empty()
+    }
+}
+
+#[async_trait]
+impl SessionBackend for MemorySessionBackend {
+    async fn get(&self, session_id: &str, key: &str) -> Result<Option<String>, Error> {
+        let now = self.clock.now();
+        let mut values = self.values();
+        let k = (session_id.to_owned(), key.to_owned());
+        match values.get(&k) {
+            Some((_, expires)) if *expires <= now => {
+                values.remove(&k);
+                Ok(None)
+            }
+            Some((value, _)) => Ok(Some(value.clone())),
+            None => Ok(None),
+        }
+    }
+
+    async fn set(&self, session_id: &str, key: &str, value: String, ttl: Duration) -> Result<(), Error> {
+        let expires = self
+            .clock
+            .now()
+            .checked_add(ttl)
+            .unwrap_or(UNIX_EPOCH + Duration::from_secs(u32::MAX.into()));
+        self.values()
+            .insert((session_id.to_owned(), key.to_owned()), (value, expires));
+        Ok(())
+    }
+
+    async fn delete(&self, session_id: &str, key: &str) -> Result<(), Error> {
+        self.values().remove(&(session_id.to_owned(), key.to_owned()));
+        Ok(())
+    }
+
+    async fn destroy(&self, session_id: &str) -> Result<(), Error> {
+        self.values().retain(|(id, _), _| id != session_id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::ManualClock;
+    use futures_executor::block_on;
+
+    fn store(clock: &ManualClock) -> SessionStore<MemorySessionBackend> {
+        SessionStore::new(MemorySessionBackend::new(Arc::new(clock.clone())))
+            .prefix("app")
+            .session_cookie("sid")
+    }
+
+    #[test]
+    fn round_trip_per_session_with_ttl() {
+        let clock = ManualClock::default();
+        let store = store(&clock);
+        assert_eq!(store.key(), "app_tokenkit");
+        let now = clock.now();
+        let record = TokenRecord::new(AccessToken::new("a"), now)
+            .with_refresh_token(RefreshToken::new("r"))
+            .with_expires_at(now + Duration::from_secs(60))
+            .with_refresh_expires_at(now + Duration::from_secs(600))
+            .with_payload(serde_json::json!({"user": 1}));
+        let alice = Context::from_cookie_header("sid=alice");
+        let bob = Context::new();
+        bob.insert(SessionId("bob".into()));
+        block_on(store.save(Some(&alice), Arc::new(record), None)).unwrap();
+        let loaded = block_on(store.load(Some(&alice))).unwrap().unwrap();
+        assert_eq!(loaded.access_token.as_ref().unwrap().secret(), "a");
+        assert_eq!(loaded.payload, Some(serde_json::json!({"user": 1})));
+        assert!(
+            block_on(store.load(Some(&bob))).unwrap().is_none(),
+            "sessions are separate"
+        );
+        clock.advance(Duration::from_secs(601));
+        assert!(
+            block_on(store.load(Some(&alice))).unwrap().is_none(),
+            "TTL = refresh lifetime"
+        );
+    }
+
+    #[test]
+    fn clear_and_missing_session_ids() {
+        let clock = ManualClock::default();
+        let store = store(&clock);
+        let ctx = Context::from_cookie_header("sid=s1");
+        let r = TokenRecord::new(AccessToken::new("a"), clock.now());
+        block_on(store.save(Some(&ctx), Arc::new(r), None)).unwrap();
+        block_on(store.clear(Some(&ctx))).unwrap();
+        assert!(block_on(store.load(Some(&ctx))).unwrap().is_none());
+        let err = block_on(store.load(Some(&Context::new()))).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NoContext);
+        assert!(!format!("{:?}", SessionId("secret-sid".into())).contains("secret-sid"));
+    }
+
+    #[test]
+    fn unreadable_records_are_treated_as_absent() {
+        let clock = ManualClock::default();
+        let store = store(&clock);
+        block_on(
+            store
+                .backend()
+                .set("s", "app_tokenkit", "{not json".into(), Duration::from_secs(9)),
+        )
+        .unwrap();
+        let ctx = Context::from_cookie_header("sid=s");
+        assert!(block_on(store.load(Some(&ctx))).unwrap().is_none());
+        block_on(store.backend().destroy("s")).unwrap();
+        assert!(store.backend().is_empty());
+    }
+}
