@@ -132,3 +132,113 @@ impl Recorder {
             .on_recovery_abort(move |m| f.record("recovery_abort", m))
     }
 }
+
+impl Recorder {
+    /// Wires the session-mode callbacks of `builder` to this recorder (plus the provider-mode
+    /// ones of [`wire`](Self::wire)).
+    pub fn wire_session(&self, builder: tokenkit_core::ClientBuilder) -> tokenkit_core::ClientBuilder {
+        let (a, b, c, d, e) = (
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+        );
+        self.wire(builder)
+            .on_login(move |bundle, body, ctx| {
+                a.record(
+                    "login",
+                    format!(
+                        "payload={:?} body_has_user={} ctx={}",
+                        bundle.payload,
+                        body.get("user").is_some(),
+                        ctx.is_some()
+                    ),
+                )
+            })
+            .on_error(move |err, _| b.record("login_error", err.to_string()))
+            .on_refresh(move |_, ctx| c.record("refresh", format!("ctx={}", ctx.is_some())))
+            .on_refresh_error(move |err, _| d.record("refresh_error", err.to_string()))
+            .on_session_invalid(move |_| e.record("session_invalid", ""))
+    }
+}
+
+/// A browser's cookie jar: each page load gets a [`tokenkit_core::Context`] built from the
+/// cookies it holds, and the response's `Set-Cookie` delta is applied afterwards.
+#[derive(Debug, Default, Clone)]
+pub struct Browser {
+    cookies: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+}
+
+impl Browser {
+    /// A browser with no cookies.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn jar(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
+        self.cookies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The `Cookie` header the browser would send now.
+    pub fn cookie_header(&self) -> String {
+        self.jar()
+            .iter()
+            .map(|(k, v)| {
+                tokenkit_core::cookie::Cookie::new(k.clone(), v.clone())
+                    .encoded()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// A request context carrying the browser's cookies.
+    pub fn context(&self) -> tokenkit_core::Context {
+        tokenkit_core::Context::from_cookie_header(&self.cookie_header())
+    }
+
+    /// Applies a response's `Set-Cookie` delta: set or expire each cookie.
+    pub fn absorb(&self, ctx: &tokenkit_core::Context) {
+        let mut jar = self.jar();
+        for cookie in ctx.cookie_delta() {
+            let expired = cookie.max_age() == Some(tokenkit_core::cookie::time::Duration::ZERO);
+            if expired {
+                jar.remove(cookie.name());
+            } else {
+                jar.insert(cookie.name().to_owned(), cookie.value().to_owned());
+            }
+        }
+    }
+
+    /// One page load: runs `page` with a context built from the cookies, then applies the
+    /// `Set-Cookie` delta. Returns the page's output and the context (to inspect the delta).
+    pub async fn visit<F: std::future::Future>(&self, page: F) -> (F::Output, tokenkit_core::Context) {
+        let ctx = self.context();
+        let out = tokenkit_core::run_with_context(ctx.clone(), page).await;
+        self.absorb(&ctx);
+        (out, ctx)
+    }
+
+    /// The value of a cookie the browser holds.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.jar().get(name).cloned()
+    }
+
+    /// Forgets a cookie (as when it expires in the browser).
+    pub fn forget(&self, name: &str) {
+        self.jar().remove(name);
+    }
+
+    /// Replaces all cookies (to replay an older state).
+    pub fn restore(&self, cookies: std::collections::BTreeMap<String, String>) {
+        *self.jar() = cookies;
+    }
+
+    /// A copy of all cookies.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, String> {
+        self.jar().clone()
+    }
+}

@@ -51,12 +51,39 @@ pub struct LoggedRequest {
     pub authorization: Option<String>,
     /// All request headers.
     pub headers: HeaderMap,
+    /// The request body.
+    pub body: Bytes,
+}
+
+impl LoggedRequest {
+    /// The body parsed as JSON, or as a form when it is not JSON.
+    pub fn body_fields(&self) -> serde_json::Value {
+        if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&self.body) {
+            return json;
+        }
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&self.body).unwrap_or_default();
+        serde_json::Value::Object(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect(),
+        )
+    }
 }
 
 struct Issued {
     expires_at: SystemTime,
     revoked: bool,
     id: u64,
+    user: String,
+}
+
+/// A refresh token's state: rotation marks it used; presenting a used one is reuse.
+struct RefreshState {
+    user: String,
+    family: u64,
+    used: bool,
+    revoked: bool,
 }
 
 struct State_ {
@@ -65,6 +92,12 @@ struct State_ {
     token_faults: Mutex<VecDeque<Fault>>,
     resource_faults: Mutex<VecDeque<Fault>>,
     resource_mode: Mutex<ResourceMode>,
+    auth_faults: Mutex<VecDeque<Fault>>,
+    logout_faults: Mutex<VecDeque<Fault>>,
+    refresh_tokens: Mutex<HashMap<String, RefreshState>>,
+    refresh_lifetime: Mutex<Option<Duration>>,
+    omit_refresh_token_on_refresh: Mutex<bool>,
+    reuse_detected: AtomicU64,
     issued: Mutex<HashMap<String, Issued>>,
     log: Mutex<Vec<LoggedRequest>>,
     next_id: AtomicU64,
@@ -111,6 +144,12 @@ impl AuthServer {
             token_faults: Mutex::new(VecDeque::new()),
             resource_faults: Mutex::new(VecDeque::new()),
             resource_mode: Mutex::new(ResourceMode::Normal),
+            auth_faults: Mutex::new(VecDeque::new()),
+            logout_faults: Mutex::new(VecDeque::new()),
+            refresh_tokens: Mutex::new(HashMap::new()),
+            refresh_lifetime: Mutex::new(None),
+            omit_refresh_token_on_refresh: Mutex::new(false),
+            reuse_detected: AtomicU64::new(0),
             issued: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -118,6 +157,12 @@ impl AuthServer {
         });
         let app = Router::new()
             .route("/oauth/token", post(token))
+            .route("/auth/login", post(login_json))
+            .route("/auth/refresh", post(refresh_json))
+            .route("/auth/logout", post(logout))
+            .route("/form-auth/login", post(login_form))
+            .route("/form-auth/refresh", post(refresh_form))
+            .route("/form-auth/logout", post(logout))
             .route("/api/{*rest}", any(resource))
             .route("/public/{*rest}", any(public))
             .layer(middleware::from_fn_with_state(Arc::clone(&state), log_request))
@@ -162,10 +207,37 @@ impl AuthServer {
         faults.extend(std::iter::repeat_n(fault, n));
     }
 
+    /// Makes the next `n` refresh requests (JSON or form) fail with `fault`.
+    pub fn fail_next_refresh_requests(&self, n: usize, fault: Fault) {
+        lock(&self.state.auth_faults).extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Makes the next `n` logout requests fail with `fault`.
+    pub fn fail_next_logout_requests(&self, n: usize, fault: Fault) {
+        lock(&self.state.logout_faults).extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Sets the refresh-token lifetime reported as `refresh_expires_in` (none by default).
+    pub fn set_refresh_lifetime(&self, lifetime: Option<Duration>) {
+        *lock(&self.state.refresh_lifetime) = lifetime;
+    }
+
+    /// Makes refresh responses omit the refresh token (the client must keep its old one).
+    pub fn omit_refresh_token_on_refresh(&self, omit: bool) {
+        *lock(&self.state.omit_refresh_token_on_refresh) = omit;
+    }
+
+    /// How many times a used refresh token was presented again.
+    pub fn reuse_detected(&self) -> u64 {
+        self.state.reuse_detected.load(Ordering::SeqCst)
+    }
+
     /// Removes pending faults.
     pub fn clear_faults(&self) {
         lock(&self.state.token_faults).clear();
         lock(&self.state.resource_faults).clear();
+        lock(&self.state.auth_faults).clear();
+        lock(&self.state.logout_faults).clear();
     }
 
     /// Sets how protected resources answer.
@@ -207,7 +279,14 @@ impl AuthServer {
 }
 
 async fn log_request(State(state): State<Arc<State_>>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, 1024 * 1024).await {
+        Ok(bytes) => bytes,
+        Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    };
+    let request = Request::from_parts(parts, axum::body::Body::from(body.clone()));
     let entry = LoggedRequest {
+        body,
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
         query: request.uri().query().map(str::to_owned),
@@ -244,29 +323,188 @@ async fn apply(fault: Option<Fault>) -> Option<Response> {
     }
 }
 
+impl State_ {
+    fn secret(&self, kind: &str, id: u64) -> String {
+        format!(
+            "{kind}{id:06}x{:016x}",
+            self.salt ^ id.wrapping_mul(0xff51_afd7_ed55_8ccd)
+        )
+    }
+
+    /// Issues an access token for `user`; returns (token, id, lifetime).
+    fn issue_access(&self, user: &str) -> (String, u64, Duration) {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let value = self.secret("tk", id);
+        let lifetime = *lock(&self.token_lifetime);
+        let issued = Issued {
+            expires_at: self.clock.now() + lifetime,
+            revoked: false,
+            id,
+            user: user.to_owned(),
+        };
+        lock(&self.issued).insert(value.clone(), issued);
+        (value, id, lifetime)
+    }
+
+    fn issue_refresh(&self, user: &str, family: Option<u64>) -> String {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let value = self.secret("rf", id);
+        let state = RefreshState {
+            user: user.to_owned(),
+            family: family.unwrap_or(id),
+            used: false,
+            revoked: false,
+        };
+        lock(&self.refresh_tokens).insert(value.clone(), state);
+        value
+    }
+}
+
 async fn token(State(state): State<Arc<State_>>) -> Response {
     let fault = lock(&state.token_faults).pop_front();
     if let Some(response) = apply(fault).await {
         return response;
     }
-    let id = state.next_id.fetch_add(1, Ordering::SeqCst);
-    let value = format!(
-        "tk{id:06}x{:016x}",
-        state.salt ^ id.wrapping_mul(0xff51_afd7_ed55_8ccd)
-    );
-    let lifetime = *lock(&state.token_lifetime);
-    let issued = Issued {
-        expires_at: state.clock.now() + lifetime,
-        revoked: false,
-        id,
-    };
-    lock(&state.issued).insert(value.clone(), issued);
+    let (value, _, lifetime) = state.issue_access("service");
     Json(json!({
         "access_token": value,
         "token_type": "Bearer",
         "expires_in": lifetime.as_secs(),
     }))
     .into_response()
+}
+
+/// The users the login endpoints accept.
+pub const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
+
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": code, "error_description": description})),
+    )
+        .into_response()
+}
+
+/// Reads a JSON or form body into a map of strings.
+fn fields(body: &Bytes) -> HashMap<String, String> {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
+        return map
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+            .collect();
+    }
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// A token response in one of two styles: snake_case with `expires_in` (JSON endpoints) or
+/// camelCase with an absolute `expiresAt` (form endpoints).
+fn token_response(state: &State_, user: &str, refresh: Option<String>, camel: bool) -> Response {
+    let (access, id, lifetime) = state.issue_access(user);
+    let profile = json!({"name": user, "token_id": id});
+    let refresh_lifetime = lock(&state.refresh_lifetime).map(|d| d.as_secs());
+    let body = if camel {
+        let expires_at = state.clock.now() + lifetime;
+        let unix = expires_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        json!({"accessToken": access, "refreshToken": refresh, "expiresAt": unix, "tokenType": "Bearer",
+               "profile": profile, "refreshExpiresIn": refresh_lifetime})
+    } else {
+        json!({"access_token": access, "refresh_token": refresh, "expires_in": lifetime.as_secs(),
+               "token_type": "Bearer", "user": profile, "refresh_expires_in": refresh_lifetime})
+    };
+    Json(body).into_response()
+}
+
+fn do_login(state: &State_, body: &Bytes, camel: bool) -> Response {
+    let fields = fields(body);
+    let user = fields.get("username").map(String::as_str).unwrap_or_default();
+    let password = fields.get("password").map(String::as_str).unwrap_or_default();
+    if !USERS.iter().any(|(u, p)| *u == user && *p == password) {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "unknown user or wrong password",
+        );
+    }
+    let refresh = state.issue_refresh(user, None);
+    token_response(state, user, Some(refresh), camel)
+}
+
+async fn do_refresh(state: &State_, body: &Bytes, field: &str, camel: bool) -> Response {
+    let fault = lock(&state.auth_faults).pop_front();
+    if let Some(response) = apply(fault).await {
+        return response;
+    }
+    let fields = fields(body);
+    let Some(presented) = fields.get(field) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "missing refresh token",
+        );
+    };
+    let omit = *lock(&state.omit_refresh_token_on_refresh);
+    let (user, family) = {
+        let mut tokens = lock(&state.refresh_tokens);
+        let Some(current) = tokens.get_mut(presented) else {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_grant", "unknown refresh token");
+        };
+        if current.revoked {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_grant", "revoked refresh token");
+        }
+        if current.used {
+            // Reuse of a rotated token: revoke the whole family, as real servers do.
+            let family = current.family;
+            for token in tokens.values_mut().filter(|t| t.family == family) {
+                token.revoked = true;
+            }
+            state.reuse_detected.fetch_add(1, Ordering::SeqCst);
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_grant",
+                "refresh token reuse detected",
+            );
+        }
+        // Without rotation the presented token stays valid: the client presents it again.
+        current.used = !omit;
+        (current.user.clone(), current.family)
+    };
+    let refresh = (!omit).then(|| state.issue_refresh(&user, Some(family)));
+    token_response(state, &user, refresh, camel)
+}
+
+async fn login_json(State(state): State<Arc<State_>>, body: Bytes) -> Response {
+    do_login(&state, &body, false)
+}
+
+async fn login_form(State(state): State<Arc<State_>>, body: Bytes) -> Response {
+    do_login(&state, &body, true)
+}
+
+async fn refresh_json(State(state): State<Arc<State_>>, body: Bytes) -> Response {
+    do_refresh(&state, &body, "refreshToken", false).await
+}
+
+async fn refresh_form(State(state): State<Arc<State_>>, body: Bytes) -> Response {
+    do_refresh(&state, &body, "refresh_token", true).await
+}
+
+async fn logout(State(state): State<Arc<State_>>, body: Bytes) -> Response {
+    let fault = lock(&state.logout_faults).pop_front();
+    if let Some(response) = apply(fault).await {
+        return response;
+    }
+    for token in fields(&body).values() {
+        if let Some(t) = lock(&state.refresh_tokens).get_mut(token) {
+            t.revoked = true;
+        }
+    }
+    Json(json!({"ok": true})).into_response()
 }
 
 async fn resource(
@@ -298,17 +536,18 @@ async fn resource(
     else {
         return unauthorized("missing bearer token");
     };
-    let token_id = {
+    let (token_id, user) = {
         let issued = lock(&state.issued);
         match issued.get(token) {
             None => return unauthorized("unknown token"),
             Some(t) if t.revoked => return unauthorized("revoked token"),
             Some(t) if state.clock.now() >= t.expires_at => return unauthorized("expired token"),
-            Some(t) => t.id,
+            Some(t) => (t.id, t.user.clone()),
         }
     };
     Json(json!({
         "ok": true,
+        "user": user,
         "method": method.as_str(),
         "path": uri.path(),
         "query": uri.query(),

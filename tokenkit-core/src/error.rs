@@ -26,6 +26,8 @@ pub enum AuthFailure {
     TokenUnavailable,
     /// The session is no longer valid (its refresh token was rejected); log in again.
     SessionInvalid,
+    /// There is no session to use or refresh (not logged in).
+    NoSession,
 }
 
 impl fmt::Display for AuthFailure {
@@ -35,6 +37,7 @@ impl fmt::Display for AuthFailure {
             AuthFailure::RecoveryExhausted => "recovery with fresh tokens was exhausted",
             AuthFailure::TokenUnavailable => "no access token could be obtained",
             AuthFailure::SessionInvalid => "the session is no longer valid",
+            AuthFailure::NoSession => "not logged in",
         })
     }
 }

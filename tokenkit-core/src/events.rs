@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use http::StatusCode;
 
+use crate::context::Context;
 use crate::error::Error;
 use crate::token::{AccessToken, TokenRecord};
 
@@ -19,6 +20,14 @@ pub const DEFAULT_TOKEN_TRY_THRESHOLD: u64 = 10;
 type MessageFn = Arc<dyn Fn(&str) + Send + Sync>;
 type ErrorFn = Arc<dyn Fn(&Error) + Send + Sync>;
 type CountFn = Arc<dyn Fn(u64) + Send + Sync>;
+/// `on_login(bundle, response body, context)`.
+pub type LoginFn = Arc<dyn Fn(&TokenRecord, &serde_json::Value, Option<&Context>) + Send + Sync>;
+/// `on_error(error, context)` / `on_refresh_error(error, context)`.
+pub type ContextErrorFn = Arc<dyn Fn(&Error, Option<&Context>) + Send + Sync>;
+/// `on_refresh(bundle, context)`.
+pub type RefreshFn = Arc<dyn Fn(&TokenRecord, Option<&Context>) + Send + Sync>;
+/// `on_session_invalid(context)`.
+pub type SessionFn = Arc<dyn Fn(Option<&Context>) + Send + Sync>;
 
 /// The lifecycle callbacks of a client.
 #[derive(Clone)]
@@ -29,6 +38,11 @@ pub struct Events {
     pub(crate) on_recovery_try: Option<MessageFn>,
     pub(crate) on_token_try_threshold: Option<CountFn>,
     pub(crate) on_recovery_abort: Option<MessageFn>,
+    pub(crate) on_login: Option<LoginFn>,
+    pub(crate) on_error: Option<ContextErrorFn>,
+    pub(crate) on_refresh: Option<RefreshFn>,
+    pub(crate) on_refresh_error: Option<ContextErrorFn>,
+    pub(crate) on_session_invalid: Option<SessionFn>,
     pub(crate) token_try_threshold: u64,
     pub(crate) add_token_to_logs: bool,
 }
@@ -42,6 +56,11 @@ impl Default for Events {
             on_recovery_try: None,
             on_token_try_threshold: None,
             on_recovery_abort: None,
+            on_login: None,
+            on_error: None,
+            on_refresh: None,
+            on_refresh_error: None,
+            on_session_invalid: None,
             token_try_threshold: DEFAULT_TOKEN_TRY_THRESHOLD,
             add_token_to_logs: false,
         }
@@ -81,10 +100,41 @@ impl Events {
         }
     }
 
-    pub(crate) fn token_request_failed(&self, error: &Error, failures: u64) {
+    pub(crate) fn refreshed(&self, record: &TokenRecord, now: SystemTime, ctx: Option<&Context>) {
+        self.token_refreshed(record, now);
+        if let Some(cb) = &self.on_refresh {
+            cb(record, ctx);
+        }
+    }
+
+    pub(crate) fn logged_in(&self, record: &TokenRecord, body: &serde_json::Value, ctx: Option<&Context>) {
+        tracing::info!(target: "tokenkit", "logged in");
+        if let Some(cb) = &self.on_login {
+            cb(record, body, ctx);
+        }
+    }
+
+    pub(crate) fn login_failed(&self, error: &Error, ctx: Option<&Context>) {
+        tracing::warn!(target: "tokenkit", error = %error, "login failed");
+        if let Some(cb) = &self.on_error {
+            cb(error, ctx);
+        }
+    }
+
+    pub(crate) fn session_invalid(&self, ctx: Option<&Context>) {
+        tracing::warn!(target: "tokenkit", "session invalid: the refresh token was rejected; session cleared");
+        if let Some(cb) = &self.on_session_invalid {
+            cb(ctx);
+        }
+    }
+
+    pub(crate) fn token_request_failed(&self, error: &Error, failures: u64, ctx: Option<&Context>) {
         tracing::warn!(target: "tokenkit", failures, error = %error, "token request failed");
         if let Some(cb) = &self.on_token_request_fail {
             cb(error);
+        }
+        if let Some(cb) = &self.on_refresh_error {
+            cb(error, ctx);
         }
         let threshold = self.token_try_threshold;
         if threshold > 0 && failures % threshold == 0 {

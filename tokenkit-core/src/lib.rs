@@ -49,11 +49,15 @@ pub mod source;
 pub mod store;
 pub mod token;
 pub mod transport;
+mod urls;
 
 pub use async_trait::async_trait;
 pub use http;
 
-pub use client::{ApiResponse, Client, ClientBuilder, RequestBuilder, DEFAULT_TIMEOUT};
+pub use client::{
+    ApiResponse, AuthOverride, Client, ClientBuilder, LoginOptions, RefreshOptions, RequestBuilder,
+    DEFAULT_TIMEOUT,
+};
 pub use context::{
     current_context, run_with_context, Context, ContextProvider, FnContextProvider, TaskContextProvider,
 };
@@ -61,11 +65,17 @@ pub use cookie;
 pub use error::{AuthFailure, Error, ErrorKind};
 pub use events::DEFAULT_TOKEN_TRY_THRESHOLD;
 pub use policy::{
-    parse_duration, Freshness, RefreshPolicy, StandardPolicy, DEFAULT_CLOCK_SKEW, DEFAULT_MAX_RECOVERY_TRIES,
-    DEFAULT_MIN_INTERVAL, DEFAULT_REFRESH_BEFORE, DEFAULT_REFRESH_BUFFER,
+    parse_duration, Freshness, RefreshPolicy, StandardPolicy, DEFAULT_CLOCK_SKEW, DEFAULT_GRACE_WINDOW,
+    DEFAULT_MAX_RECOVERY_TRIES, DEFAULT_MIN_INTERVAL, DEFAULT_REFRESH_BEFORE, DEFAULT_REFRESH_BUFFER,
 };
 pub use runtime::{Clock, Runtime, Sleep, Spawn, SystemClock};
-pub use source::{FetchReason, FetchRequest, ProvidedToken, ProviderSource, TokenSource};
-pub use store::{MemoryStore, TokenStore};
-pub use token::{AccessToken, RefreshToken, TokenRecord};
+pub use source::{
+    AuthContentType, EndpointConfig, FetchReason, FetchRequest, FieldMapping, ProvidedToken, ProviderSource,
+    RefreshHints, TokenSource,
+};
+pub use store::{
+    CookieConfig, CookieStore, MemorySessionBackend, MemoryStore, SessionBackend, SessionId, SessionStore,
+    TokenStore,
+};
+pub use token::{AccessToken, RefreshToken, TokenBundle, TokenRecord};
 pub use transport::{transport_fn, Transport, TransportError, TransportErrorKind};

@@ -22,6 +22,9 @@ pub const DEFAULT_MAX_RECOVERY_TRIES: u32 = 5;
 /// still-valid token is used meanwhile), so a failing token endpoint is not called on every
 /// request of the proactive window.
 pub const DEFAULT_PROACTIVE_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Default grace window: for this long after a rotation, requests still presenting the old
+/// refresh token get the new tokens instead of rotating again.
+pub const DEFAULT_GRACE_WINDOW: Duration = Duration::from_secs(5);
 /// Default jitter, as a fraction of the proactive window, added to spread refreshes of many
 /// clients holding tokens with the same expiry.
 pub const DEFAULT_JITTER_FRACTION: f64 = 0.1;
@@ -56,6 +59,12 @@ pub trait RefreshPolicy: Send + Sync + fmt::Debug {
     fn proactive_retry_delay(&self) -> Duration {
         DEFAULT_PROACTIVE_RETRY_DELAY
     }
+
+    /// How long a rotated-away refresh token still maps to its successor (so parallel requests
+    /// carrying it do not rotate twice).
+    fn grace_window(&self) -> Duration {
+        DEFAULT_GRACE_WINDOW
+    }
 }
 
 /// The standard policy.
@@ -87,6 +96,8 @@ pub struct StandardPolicy {
     pub max_recovery_tries: u32,
     /// Pause after a failed proactive refresh (default 5 s).
     pub proactive_retry_delay: Duration,
+    /// Grace window after a rotation (default 5 s).
+    pub grace_window: Duration,
 }
 
 impl Default for StandardPolicy {
@@ -101,6 +112,7 @@ impl Default for StandardPolicy {
             refresh_on_status: vec![StatusCode::UNAUTHORIZED],
             max_recovery_tries: DEFAULT_MAX_RECOVERY_TRIES,
             proactive_retry_delay: DEFAULT_PROACTIVE_RETRY_DELAY,
+            grace_window: DEFAULT_GRACE_WINDOW,
         }
     }
 }
@@ -154,6 +166,12 @@ impl StandardPolicy {
     /// Sets the recovery limit per request.
     pub fn max_recovery_tries(mut self, tries: u32) -> Self {
         self.max_recovery_tries = tries;
+        self
+    }
+
+    /// Sets the grace window after a rotation.
+    pub fn grace_window(mut self, window: Duration) -> Self {
+        self.grace_window = window;
         self
     }
 
@@ -214,6 +232,10 @@ impl RefreshPolicy for StandardPolicy {
 
     fn proactive_retry_delay(&self) -> Duration {
         self.proactive_retry_delay
+    }
+
+    fn grace_window(&self) -> Duration {
+        self.grace_window
     }
 }
 

@@ -103,6 +103,27 @@ impl TransportError {
     }
 }
 
+/// Sends `request` through `transport`, racing it against `timeout` when a sleeper exists.
+pub(crate) async fn send_with_timeout(
+    transport: &dyn Transport,
+    sleep: Option<&dyn crate::runtime::Sleep>,
+    request: http::Request<Bytes>,
+    timeout: Option<std::time::Duration>,
+) -> Result<http::Response<Bytes>, crate::Error> {
+    use futures_util::future::{select, Either};
+    let send = transport.send(request);
+    match (timeout, sleep) {
+        (Some(limit), Some(sleep)) => match select(send, sleep.sleep(limit)).await {
+            Either::Left((result, _)) => result.map_err(crate::Error::from),
+            Either::Right(_) => Err(crate::Error::timeout(format!(
+                "no response within {}ms",
+                limit.as_millis()
+            ))),
+        },
+        _ => send.await.map_err(crate::Error::from),
+    }
+}
+
 /// A transport made of a closure: `Fn(Request<Bytes>) -> impl Future<Output = Result<Response<Bytes>, TransportError>>`.
 ///
 /// ```

@@ -2,9 +2,10 @@
 //! timeout, compare-and-refresh recovery, typed errors).
 
 mod request;
-mod url;
+mod session;
 
-pub use request::{ApiResponse, RequestBuilder};
+pub use request::{ApiResponse, AuthOverride, RequestBuilder};
+pub use session::{LoginOptions, RefreshOptions};
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -12,7 +13,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::{self, Either};
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use http::Method;
 
@@ -23,8 +23,9 @@ use crate::policy::{RefreshPolicy, StandardPolicy};
 use crate::redact::{is_sensitive_header, RedactedHeaders};
 use crate::rotation::manager::Manager;
 use crate::runtime::{Clock, Runtime};
-use crate::source::{ProvidedToken, ProviderSource, TokenSource};
-use crate::store::{MemoryStore, TokenStore};
+use crate::source::endpoint::EndpointSource;
+use crate::source::{EndpointConfig, ProvidedToken, ProviderSource, RefreshHints, TokenSource};
+use crate::store::{CookieStore, MemoryStore, TokenStore};
 use crate::token::{AccessToken, TokenRecord};
 use crate::transport::Transport;
 
@@ -69,6 +70,25 @@ struct Auth {
     manager: Manager,
     header_name: HeaderName,
     formatter: Formatter,
+    /// Set in endpoint mode: serves login and logout.
+    endpoint: Option<Arc<EndpointSource>>,
+}
+
+impl Auth {
+    /// The header value carrying `record`'s access token.
+    fn header_value(&self, record: &TokenRecord) -> Result<HeaderValue, Error> {
+        let access = record.access_token.as_ref().ok_or_else(|| {
+            Error::new(
+                crate::ErrorKind::Auth(crate::AuthFailure::TokenUnavailable),
+                "the session holds no access token",
+            )
+        })?;
+        let formatted = (self.formatter)(access, record.token_type.as_deref());
+        let mut value = HeaderValue::try_from(formatted)
+            .map_err(|_| Error::invalid_token("the formatted token is not a valid header value"))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
 }
 
 impl fmt::Debug for Client {
@@ -130,7 +150,7 @@ impl Client {
     pub async fn token(&self) -> Result<Arc<TokenRecord>, Error> {
         let auth = self.auth()?;
         let ctx = self.inner.context_provider.current();
-        auth.manager.token(ctx.as_ref()).await
+        auth.manager.token(ctx.as_ref(), &RefreshHints::default()).await
     }
 
     fn auth(&self) -> Result<&Auth, Error> {
@@ -145,17 +165,8 @@ impl Client {
         request: http::Request<bytes::Bytes>,
         timeout: Option<Duration>,
     ) -> Result<http::Response<bytes::Bytes>, Error> {
-        let send = self.inner.transport.send(request);
-        match (timeout, &self.inner.runtime.sleep) {
-            (Some(limit), Some(sleep)) => match future::select(send, sleep.sleep(limit)).await {
-                Either::Left((result, _)) => result.map_err(Error::from),
-                Either::Right(_) => Err(Error::timeout(format!(
-                    "no response within {}ms",
-                    limit.as_millis()
-                ))),
-            },
-            _ => send.await.map_err(Error::from),
-        }
+        let sleep = self.inner.runtime.sleep.as_deref();
+        crate::transport::send_with_timeout(&*self.inner.transport, sleep, request, timeout).await
     }
 }
 
@@ -176,6 +187,7 @@ pub struct ClientBuilder {
     runtime: Runtime,
     context_provider: Arc<dyn ContextProvider>,
     source: Option<Arc<dyn TokenSource>>,
+    endpoints: Option<EndpointConfig>,
     store: Option<Arc<dyn TokenStore>>,
     policy: Option<PolicyChoice>,
     provider_mode: bool,
@@ -208,6 +220,7 @@ impl ClientBuilder {
             runtime: Runtime::new(),
             context_provider: Arc::new(TaskContextProvider),
             source: None,
+            endpoints: None,
             store: None,
             policy: None,
             provider_mode: false,
@@ -316,7 +329,23 @@ impl ClientBuilder {
         self
     }
 
-    /// Sets the token store (default: a [`MemoryStore`]).
+    /// Endpoint mode (astro-tokenkit): tokens come from your API's login and refresh
+    /// endpoints, per user session. The store defaults to a [`CookieStore`] (HttpOnly cookies
+    /// of the request context); the policy to [`StandardPolicy::default`].
+    ///
+    /// ```
+    /// # use tokenkit_core::{Client, EndpointConfig};
+    /// let builder = Client::builder("https://api.example.com")
+    ///     .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh").logout("/auth/logout"));
+    /// ```
+    pub fn endpoints(mut self, config: EndpointConfig) -> Self {
+        self.endpoints = Some(config);
+        self.provider_mode = false;
+        self
+    }
+
+    /// Sets the token store (default: a [`MemoryStore`] in provider mode, a [`CookieStore`]
+    /// in endpoint mode).
     pub fn store(mut self, store: impl TokenStore + 'static) -> Self {
         self.store = Some(Arc::new(store));
         self
@@ -408,6 +437,56 @@ impl ClientBuilder {
         self
     }
 
+    /// Formats the header value from the token and its type (astro-tokenkit's `injectToken`;
+    /// default `<type or Bearer> <token>`).
+    pub fn inject_token(
+        mut self,
+        inject: impl Fn(&str, Option<&str>) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.formatter =
+            Arc::new(move |token: &AccessToken, kind: Option<&str>| inject(token.secret(), kind));
+        self
+    }
+
+    /// Called after a successful login with the bundle, the response body and the context.
+    pub fn on_login(
+        mut self,
+        f: impl Fn(&TokenRecord, &serde_json::Value, Option<&crate::Context>) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.on_login = Some(Arc::new(f));
+        self
+    }
+
+    /// Called after a failed login with the error and the context.
+    pub fn on_error(mut self, f: impl Fn(&Error, Option<&crate::Context>) + Send + Sync + 'static) -> Self {
+        self.events.on_error = Some(Arc::new(f));
+        self
+    }
+
+    /// Called after each successful refresh with the new bundle and the context.
+    pub fn on_refresh(
+        mut self,
+        f: impl Fn(&TokenRecord, Option<&crate::Context>) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.on_refresh = Some(Arc::new(f));
+        self
+    }
+
+    /// Called after each failed refresh with the error and the context.
+    pub fn on_refresh_error(
+        mut self,
+        f: impl Fn(&Error, Option<&crate::Context>) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.on_refresh_error = Some(Arc::new(f));
+        self
+    }
+
+    /// Called when a refresh token is rejected and the session is cleared.
+    pub fn on_session_invalid(mut self, f: impl Fn(Option<&crate::Context>) + Send + Sync + 'static) -> Self {
+        self.events.on_session_invalid = Some(Arc::new(f));
+        self
+    }
+
     /// Called with a message each time a token is obtained.
     pub fn on_token_refresh(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.events.on_token_refresh = Some(Arc::new(f));
@@ -463,11 +542,12 @@ impl ClientBuilder {
         if let Some(err) = self.error.take() {
             return Err(err);
         }
-        let base = url::parse_base(&self.base_url)?;
+        let base = crate::urls::parse_base(&self.base_url)?;
         let transport = self.transport.take().ok_or_else(|| {
             Error::config("no transport: use an adapter's builder() or call .transport(..)")
         })?;
-        if (self.timeout.is_some() || (self.source.is_some() && self.fetch_timeout.is_some()))
+        let has_source = self.source.is_some() || self.endpoints.is_some();
+        if (self.timeout.is_some() || (has_source && self.fetch_timeout.is_some()))
             && !self.runtime.has_sleep()
         {
             return Err(Error::config(
@@ -480,10 +560,28 @@ impl ClientBuilder {
             None if self.provider_mode => Arc::new(StandardPolicy::provider()),
             None => Arc::new(StandardPolicy::default()),
         };
-        let auth = self.source.take().map(|source| Auth {
+        if let Some(err) = self.endpoints.as_mut().and_then(|e| e.error.take()) {
+            return Err(err);
+        }
+        let endpoint = self.endpoints.take().map(|config| {
+            Arc::new(EndpointSource::new(
+                config,
+                Arc::clone(&transport),
+                base.clone(),
+                self.runtime.sleep.clone(),
+            ))
+        });
+        let (source, default_store): (Option<Arc<dyn TokenSource>>, Arc<dyn TokenStore>) = match &endpoint {
+            Some(endpoint) => (
+                Some(Arc::clone(endpoint) as Arc<dyn TokenSource>),
+                Arc::new(CookieStore::default()),
+            ),
+            None => (self.source.take(), Arc::new(MemoryStore::new())),
+        };
+        let auth = source.map(|source| Auth {
             manager: Manager::new(
                 source,
-                self.store.take().unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                self.store.take().unwrap_or(default_store),
                 policy,
                 self.runtime.clone(),
                 self.events.clone(),
@@ -491,6 +589,7 @@ impl ClientBuilder {
             ),
             header_name: self.header_name.clone(),
             formatter: Arc::clone(&self.formatter),
+            endpoint,
         });
         for (name, value) in self.default_headers.iter_mut() {
             if is_sensitive_header(name) {

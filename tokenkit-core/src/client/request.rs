@@ -9,10 +9,35 @@ use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{url as urls, Client};
+use super::Client;
 use crate::context::Context;
 use crate::error::{AuthFailure, Error, ErrorKind};
 use crate::redact::{is_sensitive_header, RedactedHeaders};
+use crate::source::RefreshHints;
+use crate::urls;
+
+/// Per-request overrides of the auth configuration (astro-tokenkit's `auth` request option),
+/// e.g. extra refresh data for multi-tenancy. Requests with different override data never
+/// share a refresh.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct AuthOverride {
+    /// Extra fields merged into the refresh request body.
+    pub data: Option<serde_json::Value>,
+}
+
+impl AuthOverride {
+    /// No overrides.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Extra fields (a JSON object) merged into any refresh this request triggers.
+    pub fn data(mut self, data: serde_json::Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
 
 pub(crate) fn header_pair<K, V>(name: K, value: V) -> Result<(HeaderName, HeaderValue), Error>
 where
@@ -47,6 +72,7 @@ pub struct RequestBuilder {
     body: Bytes,
     timeout: Option<Option<Duration>>,
     skip_auth: bool,
+    auth_override: AuthOverride,
     context: Option<Context>,
     error: Option<Error>,
 }
@@ -74,6 +100,7 @@ impl RequestBuilder {
             body: Bytes::new(),
             timeout: None,
             skip_auth: false,
+            auth_override: AuthOverride::default(),
             context: None,
             error: None,
         }
@@ -164,6 +191,13 @@ impl RequestBuilder {
         self
     }
 
+    /// Overrides auth settings for this request (e.g. extra refresh data). This request's
+    /// own headers are propagated to any refresh it triggers.
+    pub fn auth(mut self, overrides: AuthOverride) -> Self {
+        self.auth_override = overrides;
+        self
+    }
+
     /// Uses `ctx` as this request's context instead of the ambient one.
     pub fn context(mut self, ctx: Context) -> Self {
         self.context = Some(ctx);
@@ -232,6 +266,10 @@ impl RequestBuilder {
             .filter(|_| !self.skip_auth && urls::same_origin(&url, &inner.base));
         let ctx = self.context.take().or_else(|| inner.context_provider.current());
 
+        let hints = match auth {
+            Some(_) => RefreshHints::new(&self.headers, self.auth_override.data.take()),
+            None => RefreshHints::default(),
+        };
         let mut headers = inner.default_headers.clone();
         for name in self.headers.keys() {
             headers.remove(name);
@@ -239,7 +277,7 @@ impl RequestBuilder {
         headers.extend(self.headers.drain());
 
         let mut token = match auth {
-            Some(auth) => Some(auth.manager.token(ctx.as_ref()).await?),
+            Some(auth) => Some(auth.manager.token(ctx.as_ref(), &hints).await?),
             None => None,
         };
         let mut recoveries = 0;
@@ -249,17 +287,9 @@ impl RequestBuilder {
             *request.uri_mut() = uri.clone();
             *request.headers_mut() = headers.clone();
             if let (Some(auth), Some(record)) = (auth, &token) {
-                let access = record.access_token.as_ref().ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Auth(AuthFailure::TokenUnavailable),
-                        "the session holds no access token",
-                    )
-                })?;
-                let formatted = (auth.formatter)(access, record.token_type.as_deref());
-                let mut value = HeaderValue::try_from(formatted)
-                    .map_err(|_| Error::invalid_token("the formatted token is not a valid header value"))?;
-                value.set_sensitive(true);
-                request.headers_mut().insert(auth.header_name.clone(), value);
+                request
+                    .headers_mut()
+                    .insert(auth.header_name.clone(), auth.header_value(record)?);
             }
             let response = client.send_with_timeout(request, timeout).await?;
             let (Some(auth), Some(record)) = (auth, &token) else {
@@ -272,7 +302,11 @@ impl RequestBuilder {
             auth.manager
                 .events()
                 .auth_failed(status, record.access_token.as_ref());
-            match auth.manager.recover(ctx.as_ref(), record, recoveries).await {
+            match auth
+                .manager
+                .recover(ctx.as_ref(), record, recoveries, &hints)
+                .await
+            {
                 Ok(next) => {
                     recoveries += 1;
                     token = Some(next);

@@ -18,7 +18,7 @@ use crate::error::{AuthFailure, Error, ErrorKind};
 use crate::events::Events;
 use crate::policy::{Freshness, RefreshPolicy};
 use crate::runtime::{BoxFuture, Runtime};
-use crate::source::{FetchReason, FetchRequest, TokenSource};
+use crate::source::{FetchReason, FetchRequest, RefreshHints, TokenSource};
 use crate::store::TokenStore;
 use crate::token::{AccessToken, TokenRecord};
 
@@ -65,6 +65,9 @@ struct Core {
     failures: AtomicU64,
     /// When a proactive refresh last failed, per session key (cleared on success).
     proactive_failed_at: Mutex<HashMap<u64, SystemTime>>,
+    /// Grace window: the successor of each recently rotated session key, and when it was
+    /// obtained. Pruned as it is written, so it holds only the last grace window's rotations.
+    successors: Mutex<HashMap<u64, (Arc<TokenRecord>, SystemTime)>>,
 }
 
 /// Drives token rotation for one client.
@@ -103,6 +106,7 @@ impl Manager {
                 fetch_timeout,
                 failures: AtomicU64::new(0),
                 proactive_failed_at: Mutex::new(HashMap::new()),
+                successors: Mutex::new(HashMap::new()),
             }),
             flights: Arc::new(Flights::default()),
         }
@@ -116,8 +120,25 @@ impl Manager {
         &self.core.events
     }
 
+    pub(crate) fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.core.store
+    }
+
+    pub(crate) fn now(&self) -> SystemTime {
+        self.core.runtime.clock.now()
+    }
+
+    /// The key de-duplicating refreshes of this session with this override data.
+    fn key(&self, ctx: Option<&Context>, record: Option<&TokenRecord>, hints: &RefreshHints) -> u64 {
+        self.core.store.session_key(ctx, record) ^ hints.data_key()
+    }
+
     /// The token a request should carry, refreshing first when needed.
-    pub(crate) async fn token(&self, ctx: Option<&Context>) -> Result<Arc<TokenRecord>, Error> {
+    pub(crate) async fn token(
+        &self,
+        ctx: Option<&Context>,
+        hints: &RefreshHints,
+    ) -> Result<Arc<TokenRecord>, Error> {
         let core = &self.core;
         let record = core.store.load(ctx).await?;
         let now = core.runtime.clock.now();
@@ -127,16 +148,16 @@ impl Manager {
                 return Ok(record);
             }
         }
-        let key = core.store.session_key(ctx, record.as_deref());
+        let key = self.key(ctx, record.as_deref(), hints);
         if freshness == Freshness::Stale && core.proactive_cooling_down(key, now) {
             freshness = Freshness::Fresh;
         }
-        let can_spawn = core.runtime.spawn.is_some();
+        let can_spawn = core.runtime.spawn.is_some() && core.store.is_shared();
         let decision = state::on_token_needed(freshness, self.flights.contains(key), can_spawn);
         let proactive = match decision {
             TokenDecision::Use => return record.ok_or_else(no_token),
             TokenDecision::UseAndRefreshInBackground => {
-                let (_, runs_without_us) = self.join_or_start(key, ctx, FetchReason::Proactive, None);
+                let (_, runs_without_us) = self.join_or_start(key, ctx, FetchReason::Proactive, None, hints);
                 if runs_without_us {
                     return record.ok_or_else(no_token);
                 }
@@ -151,8 +172,7 @@ impl Manager {
         } else {
             FetchReason::Needed
         };
-        let (flight, _) = self.join_or_start(key, ctx, reason, None);
-        match flight.await {
+        match self.refresh(key, ctx, reason, None, hints).await {
             Ok(new) => Ok(new),
             Err(err) => {
                 let old = core.policy.freshness(record.as_deref(), core.runtime.clock.now());
@@ -174,6 +194,7 @@ impl Manager {
         ctx: Option<&Context>,
         rejected: &TokenRecord,
         recoveries_done: u32,
+        hints: &RefreshHints,
     ) -> Result<Arc<TokenRecord>, Error> {
         let core = &self.core;
         let max = core.policy.max_recovery_tries();
@@ -192,18 +213,62 @@ impl Manager {
             }
             RejectionDecision::RetryWithCurrent => match current {
                 Some(current) if current.access_token.is_some() => current,
-                _ => self.token(ctx).await?,
+                _ => self.token(ctx, hints).await?,
             },
             RejectionDecision::RefreshAndRetry => {
-                let key = core.store.session_key(ctx, Some(rejected));
+                let key = self.key(ctx, Some(rejected), hints);
                 let rejected_token = rejected.access_token.clone();
-                let (flight, _) = self.join_or_start(key, ctx, FetchReason::Rejected, rejected_token);
-                flight.await?
+                self.refresh(key, ctx, FetchReason::Rejected, rejected_token, hints)
+                    .await?
             }
         };
         core.events
             .recovery_try(recoveries_done + 1, max, next.access_token.as_ref());
         Ok(next)
+    }
+
+    /// Refreshes the session now, whatever its freshness (`refresh_session`).
+    pub(crate) async fn force_refresh(
+        &self,
+        ctx: Option<&Context>,
+        hints: &RefreshHints,
+    ) -> Result<Arc<TokenRecord>, Error> {
+        let record = self.core.store.load(ctx).await?;
+        let key = self.key(ctx, record.as_deref(), hints);
+        self.refresh(key, ctx, FetchReason::Forced, None, hints).await
+    }
+
+    /// Obtains the successor of the session keyed `key`: from the grace window when it was
+    /// rotated moments ago, else from a (shared) flight. Either way the result is saved into
+    /// this request's own context too, so every response of a rotation carries the new tokens.
+    async fn refresh(
+        &self,
+        key: u64,
+        ctx: Option<&Context>,
+        reason: FetchReason,
+        rejected: Option<AccessToken>,
+        hints: &RefreshHints,
+    ) -> Result<Arc<TokenRecord>, Error> {
+        let now = self.core.runtime.clock.now();
+        let successor = match reason {
+            FetchReason::Forced => None,
+            _ => self
+                .core
+                .successor(key, now)
+                .filter(|s| rejected.is_none() || s.access_token != rejected),
+        };
+        let record = match successor {
+            Some(successor) => {
+                tracing::debug!(target: "tokenkit", "refresh token rotated moments ago; using its successor");
+                successor
+            }
+            None => {
+                let (flight, _) = self.join_or_start(key, ctx, reason, rejected, hints);
+                flight.await?
+            }
+        };
+        self.core.adopt(ctx, &record).await?;
+        Ok(record)
     }
 
     /// Joins the session's refresh in flight, or starts one. Starting and joining happen under
@@ -215,6 +280,7 @@ impl Manager {
         ctx: Option<&Context>,
         reason: FetchReason,
         rejected: Option<AccessToken>,
+        hints: &RefreshHints,
     ) -> (FlightFuture, bool) {
         let future = {
             let mut map = self.flights.lock();
@@ -225,9 +291,10 @@ impl Manager {
             let core = Arc::clone(&self.core);
             let flights: Weak<Flights> = Arc::downgrade(&self.flights);
             let ctx = ctx.cloned();
+            let hints = hints.clone();
             let future: BoxFuture<'static, _> = Box::pin(async move {
                 let result = core
-                    .fetch_and_store(key, ctx.as_ref(), reason, rejected.as_ref())
+                    .fetch_and_store(key, ctx.as_ref(), reason, rejected.as_ref(), hints)
                     .await;
                 if let Some(flights) = flights.upgrade() {
                     flights.remove(key, id);
@@ -261,6 +328,32 @@ fn no_token() -> Error {
 }
 
 impl Core {
+    /// The record that replaced session `key` within the grace window, if any.
+    fn successor(&self, key: u64, now: SystemTime) -> Option<Arc<TokenRecord>> {
+        let window = self.policy.grace_window();
+        let successors = self.successors.lock().unwrap_or_else(PoisonError::into_inner);
+        let (record, at) = successors.get(&key)?;
+        (now.duration_since(*at).unwrap_or(Duration::ZERO) < window).then(|| Arc::clone(record))
+    }
+
+    fn remember_successor(&self, key: u64, record: &Arc<TokenRecord>, now: SystemTime) {
+        let window = self.policy.grace_window();
+        let mut successors = self.successors.lock().unwrap_or_else(PoisonError::into_inner);
+        successors.retain(|_, (_, at)| now.duration_since(*at).unwrap_or(Duration::ZERO) < window);
+        if !window.is_zero() {
+            successors.insert(key, (Arc::clone(record), now));
+        }
+    }
+
+    /// Makes sure this request's own session holds `record` (a joiner's cookies, say).
+    async fn adopt(&self, ctx: Option<&Context>, record: &Arc<TokenRecord>) -> Result<(), Error> {
+        let mine = self.store.load(ctx).await?;
+        if mine.as_deref().is_some_and(|m| m.same_tokens(record)) {
+            return Ok(());
+        }
+        self.store.save(ctx, Arc::clone(record), None).await
+    }
+
     fn proactive_failures(&self) -> MutexGuard<'_, HashMap<u64, SystemTime>> {
         self.proactive_failed_at
             .lock()
@@ -292,6 +385,7 @@ impl Core {
         ctx: Option<&Context>,
         reason: FetchReason,
         rejected: Option<&AccessToken>,
+        hints: RefreshHints,
     ) -> Result<Arc<TokenRecord>, Error> {
         let current = self.store.load(ctx).await?;
         let now = self.runtime.clock.now();
@@ -311,18 +405,22 @@ impl Core {
             current: current.clone(),
             context: ctx.cloned(),
             now,
+            headers: hints.headers,
+            data: hints.data,
         };
         let fetched = self.with_fetch_timeout(self.source.fetch(request)).await;
         let mut record = match fetched.and_then(|r| r.validate().map(|()| r)) {
             Ok(record) => record,
+            Err(err) if !state::counts_as_failure(&err) => return Err(err),
             Err(err) => {
                 self.note_outcome(key, reason, true, now);
                 let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-                self.events.token_request_failed(&err, failures);
+                self.events.token_request_failed(&err, failures, ctx);
                 if state::on_fetch_failed(&err) == FetchFailure::ClearSession {
                     if let Err(clear_err) = self.store.clear(ctx).await {
                         tracing::warn!(target: "tokenkit", error = %clear_err, "could not clear the invalid session");
                     }
+                    self.events.session_invalid(ctx);
                 }
                 return Err(err);
             }
@@ -349,7 +447,10 @@ impl Core {
             }
             Err(err) => return Err(err),
         }
-        self.events.token_refreshed(&record, now);
+        if current.as_ref().is_some_and(|c| c.refresh_token.is_some()) {
+            self.remember_successor(key, &record, now);
+        }
+        self.events.refreshed(&record, now, ctx);
         Ok(record)
     }
 
@@ -419,13 +520,14 @@ mod tests {
         );
         {
             // Poll the first caller once (the fetch starts and is pending), then drop it.
-            let mut first = pin!(m.token(None));
+            let hints = RefreshHints::default();
+            let mut first = pin!(m.token(None, &hints));
             let mut cx = TaskContext::from_waker(Waker::noop());
             assert!(first.as_mut().poll(&mut cx).is_pending());
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(m.flights.contains(0), "the flight is kept");
-        let record = block_on(m.token(None)).unwrap();
+        let record = block_on(m.token(None, &RefreshHints::default())).unwrap();
         assert_eq!(
             record.access_token.as_ref().unwrap().secret(),
             "t1",
@@ -442,17 +544,17 @@ mod tests {
             Arc::clone(&calls),
             Runtime::new().with_clock(ManualClock::default()),
         );
-        let first = block_on(m.token(None)).unwrap();
+        let first = block_on(m.token(None, &RefreshHints::default())).unwrap();
         let rejected = (*first).clone();
         // Rejected while current: one refresh.
-        let second = block_on(m.recover(None, &rejected, 0)).unwrap();
+        let second = block_on(m.recover(None, &rejected, 0, &RefreshHints::default())).unwrap();
         assert_eq!(second.access_token.as_ref().unwrap().secret(), "t2");
         // The same old token rejected again (a late response): no refresh, use t2.
-        let third = block_on(m.recover(None, &rejected, 0)).unwrap();
+        let third = block_on(m.recover(None, &rejected, 0, &RefreshHints::default())).unwrap();
         assert_eq!(third.access_token.as_ref().unwrap().secret(), "t2");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         // The recovery limit is enforced before anything else.
-        let err = block_on(m.recover(None, &second, DEFAULT_MAX)).unwrap_err();
+        let err = block_on(m.recover(None, &second, DEFAULT_MAX, &RefreshHints::default())).unwrap_err();
         assert_eq!(err.auth_failure(), Some(AuthFailure::RecoveryExhausted));
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
@@ -468,7 +570,8 @@ mod tests {
         );
         let core = Arc::downgrade(&m.core);
         {
-            let mut first = pin!(m.token(None));
+            let hints = RefreshHints::default();
+            let mut first = pin!(m.token(None, &hints));
             let mut cx = TaskContext::from_waker(Waker::noop());
             assert!(first.as_mut().poll(&mut cx).is_pending());
         }

@@ -71,6 +71,9 @@ pub fn on_token_needed(freshness: Freshness, refresh_in_flight: bool, can_spawn:
 ///
 /// `current_is_rejected`: the stored access token is the one the server rejected.
 pub fn flight_should_fetch(reason: FetchReason, current: Freshness, current_is_rejected: bool) -> bool {
+    if reason == FetchReason::Forced {
+        return true;
+    }
     match current {
         Freshness::Missing | Freshness::Expired => true,
         Freshness::Stale => reason != FetchReason::Needed || current_is_rejected,
@@ -93,6 +96,12 @@ pub fn on_fetch_failed(error: &Error) -> FetchFailure {
         Some(AuthFailure::SessionInvalid) => FetchFailure::ClearSession,
         _ => FetchFailure::KeepSession,
     }
+}
+
+/// Whether a fetch failure counts towards the try threshold and fires the failure callbacks.
+/// "Not logged in" is a state, not a failure.
+pub fn counts_as_failure(error: &Error) -> bool {
+    error.auth_failure() != Some(AuthFailure::NoSession)
 }
 
 /// What a waiting request does after the refresh it waited for failed.
@@ -202,6 +211,8 @@ mod tests {
         assert!(flight_should_fetch(Proactive, Stale, false));
         assert!(!flight_should_fetch(Needed, Stale, false));
         assert!(flight_should_fetch(Rejected, Stale, true));
+        // A forced refresh always fetches.
+        assert!(flight_should_fetch(Forced, Fresh, false));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Where tokens come from.
 
+pub mod endpoint;
 pub mod parse;
 mod provider;
 
+pub use endpoint::{AuthContentType, EndpointConfig};
 pub use parse::{parse_token_response, FieldMapping};
 pub use provider::{ProvidedToken, ProviderSource};
 
@@ -26,6 +28,8 @@ pub enum FetchReason {
     Proactive,
     /// The server rejected the current token.
     Rejected,
+    /// The application asked for a refresh (`refresh_session`).
+    Forced,
 }
 
 /// What a [`TokenSource`] is asked for.
@@ -40,7 +44,60 @@ pub struct FetchRequest {
     pub context: Option<Context>,
     /// The instant of the fetch, from the injected clock; use it as `obtained_at`.
     pub now: SystemTime,
+    /// Headers of the request that triggered the refresh, to propagate (credentials and
+    /// hop-by-hop headers already removed).
+    pub headers: http::HeaderMap,
+    /// Per-request `auth` override data to merge into the refresh body.
+    pub data: Option<serde_json::Value>,
 }
+
+/// What a request passes along to a refresh it triggers: its own headers and its `auth`
+/// override data.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RefreshHints {
+    /// Headers to propagate.
+    pub headers: http::HeaderMap,
+    /// Override data for the refresh body.
+    pub data: Option<serde_json::Value>,
+}
+
+impl RefreshHints {
+    /// Hints from a request's headers (credentials and hop-by-hop headers are dropped) and
+    /// override data.
+    pub fn new(headers: &http::HeaderMap, data: Option<serde_json::Value>) -> Self {
+        let mut kept = http::HeaderMap::new();
+        for (name, value) in headers {
+            if !NOT_PROPAGATED.contains(&name.as_str()) && !crate::redact::is_sensitive_header(name) {
+                kept.append(name.clone(), value.clone());
+            }
+        }
+        Self { headers: kept, data }
+    }
+
+    /// A hash of the override data: refreshes with different data do not share a flight.
+    pub(crate) fn data_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        match &self.data {
+            None => 0,
+            Some(data) => {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                data.to_string().hash(&mut hasher);
+                hasher.finish() | 1
+            }
+        }
+    }
+}
+
+/// Headers never propagated to a refresh request.
+const NOT_PROPAGATED: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "accept-encoding",
+];
 
 /// Obtains a new token record: a provider closure, a refresh endpoint, an OAuth grant.
 ///

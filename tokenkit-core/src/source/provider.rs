@@ -125,6 +125,8 @@ mod tests {
             current: None,
             context: None,
             now: UNIX_EPOCH,
+            headers: http::HeaderMap::new(),
+            data: None,
         }
     }
 

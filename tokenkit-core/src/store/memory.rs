@@ -61,6 +61,10 @@ impl TokenStore for MemoryStore {
         Ok(())
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     /// One record for the whole store, so one refresh at a time, whatever the context.
     fn session_key(&self, _ctx: Option<&Context>, _record: Option<&TokenRecord>) -> u64 {
         0

@@ -40,6 +40,13 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// Removes the session's record.
     async fn clear(&self, ctx: Option<&Context>) -> Result<(), Error>;
 
+    /// Whether records live outside the request (process memory, a session backend) rather
+    /// than in the request's own cookies. Only then may a refresh run in the background: a
+    /// per-request store must refresh inline so the response carries the new tokens.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// The key under which refreshes of this session are de-duplicated: requests with the
     /// same key share one refresh. The default keys by the record's refresh token, or else by
     /// the context's identity, so two users never share a refresh. A store holding one

@@ -200,6 +200,10 @@ impl<B: SessionBackend> TokenStore for SessionStore<B> {
         let id = self.session_id(ctx)?;
         self.backend.delete(&id, &self.key).await
     }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
 }
 
 /// An in-memory [`SessionBackend`] honouring TTLs against a clock; for tests and single-process

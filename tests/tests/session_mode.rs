@@ -1,0 +1,615 @@
+//! Session mode (astro-tokenkit parity) through reqwest against the test auth server: login,
+//! refresh, logout, cookie and session-backend stores, the grace window, concurrent users.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+use tokenkit_core::cookie::SameSite;
+use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::{
+    run_with_context, AuthFailure, AuthOverride, Client, ClientBuilder, CookieConfig, CookieStore,
+    EndpointConfig, ErrorKind, LoginOptions, MemorySessionBackend, RefreshOptions, SessionStore,
+    StandardPolicy,
+};
+use tokenkit_tests::{AuthServer, Browser, Fault, Recorder};
+
+struct Setup {
+    server: AuthServer,
+    clock: ManualClock,
+    recorder: Recorder,
+}
+
+async fn setup() -> Setup {
+    let clock = ManualClock::default();
+    let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    Setup {
+        server,
+        clock,
+        recorder: Recorder::new(),
+    }
+}
+
+const ALICE: (&str, &str) = ("alice", "wonderland");
+const BOB: (&str, &str) = ("bob", "builder");
+
+fn creds((user, pass): (&str, &str)) -> Value {
+    json!({"username": user, "password": pass})
+}
+
+impl Setup {
+    fn endpoints(&self) -> EndpointConfig {
+        EndpointConfig::new("/auth/login", "/auth/refresh").logout("/auth/logout")
+    }
+
+    fn builder_with(&self, endpoints: EndpointConfig) -> ClientBuilder {
+        let builder = tokenkit_reqwest::builder(self.server.url())
+            .clock(self.clock.clone())
+            .endpoints(endpoints)
+            // Plain-http test server: Secure cookies would never come back from a browser.
+            .store(CookieStore::new(CookieConfig::new().secure(false)))
+            .policy(StandardPolicy::default().jitter(0.0));
+        self.recorder.wire_session(builder)
+    }
+
+    fn client(&self) -> Client {
+        self.builder_with(self.endpoints()).build().unwrap()
+    }
+
+    /// Expires the access tokens on both sides.
+    fn expire(&self) {
+        self.clock.advance(Duration::from_secs(3600));
+    }
+
+    fn refreshes(&self) -> usize {
+        self.server.count("/auth/refresh")
+    }
+}
+
+async fn login(client: &Client, browser: &Browser, who: (&str, &str)) {
+    let (result, _) = browser
+        .visit(client.login(&creds(who), LoginOptions::new()))
+        .await;
+    result.unwrap();
+}
+
+async fn get_user(client: &Client, browser: &Browser) -> Result<String, tokenkit_core::Error> {
+    let (result, _) = browser.visit(client.get("/api/me").send::<Value>()).await;
+    result.map(|r| r.data["user"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn login_sets_http_only_cookies_and_returns_the_bundle() {
+    let s = setup().await;
+    let endpoints = s
+        .endpoints()
+        .login_data(json!({"client": "web"}))
+        .login_param("lang", "en")
+        .header("x-app", "demo");
+    let client = s.builder_with(endpoints).build().unwrap();
+    let browser = Browser::new();
+    let seen = Recorder::new();
+    let seen2 = seen.clone();
+    let options = LoginOptions::new()
+        .data(json!({"remember": true}))
+        .param("via", "form")
+        .header("x-trace", "t1")
+        .on_login(move |bundle, _, _| {
+            seen2.record(
+                "option_login",
+                bundle.payload.as_ref().unwrap()["name"].to_string(),
+            )
+        });
+    let (result, ctx) = browser.visit(client.login(&creds(ALICE), options)).await;
+    let response = result.unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.data.payload.as_ref().unwrap()["name"], "alice");
+    assert!(response.data.refresh_token.is_some());
+
+    let delta = ctx.cookie_delta();
+    let mut names: Vec<_> = delta.iter().map(|c| c.name().to_owned()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "access_expires_at",
+            "access_token",
+            "last_refresh_at",
+            "refresh_token",
+            "token_type"
+        ]
+    );
+    for c in &delta {
+        assert_eq!(c.http_only(), Some(true), "{}", c.name());
+        assert_eq!(c.same_site(), Some(SameSite::Lax));
+        assert_eq!(c.path(), Some("/"));
+        assert_eq!(c.secure(), Some(false), "turned off explicitly for plain http");
+        assert_eq!(c.max_age(), Some(tokenkit_core::cookie::time::Duration::days(7)));
+    }
+
+    let logged = s
+        .server
+        .log()
+        .into_iter()
+        .find(|r| r.path == "/auth/login")
+        .unwrap();
+    assert_eq!(logged.query.as_deref(), Some("lang=en&via=form"));
+    assert_eq!(logged.headers.get("x-app").unwrap(), "demo");
+    assert_eq!(logged.headers.get("x-trace").unwrap(), "t1");
+    assert_eq!(logged.headers.get("content-type").unwrap(), "application/json");
+    assert_eq!(
+        logged.body_fields(),
+        json!({"client": "web", "username": "alice", "password": "wonderland", "remember": true})
+    );
+    assert_eq!(s.recorder.count("login"), 1);
+    assert!(s.recorder.messages("login")[0].contains("body_has_user=true ctx=true"));
+    assert_eq!(seen.messages("option_login"), ["\"alice\""]);
+
+    // The session is used by later page loads.
+    assert_eq!(get_user(&client, &browser).await.unwrap(), "alice");
+}
+
+#[tokio::test]
+async fn form_style_endpoints_and_camel_case_responses() {
+    let s = setup().await;
+    s.server.set_refresh_lifetime(Some(Duration::from_secs(86_400)));
+    let endpoints = EndpointConfig::new("/form-auth/login", "/form-auth/refresh")
+        .form()
+        .refresh_request_field("refresh_token");
+    let client = s.builder_with(endpoints).build().unwrap();
+    let browser = Browser::new();
+    let (result, ctx) = browser
+        .visit(client.login(&creds(BOB), LoginOptions::new()))
+        .await;
+    let bundle = result.unwrap().data;
+    assert_eq!(
+        bundle.payload.as_ref().unwrap()["name"],
+        "bob",
+        "payload from `profile`"
+    );
+    assert_eq!(
+        bundle.lifetime(),
+        Some(Duration::from_secs(3600)),
+        "absolute expiresAt"
+    );
+    assert!(ctx
+        .cookie_delta()
+        .iter()
+        .all(|c| c.max_age() == Some(tokenkit_core::cookie::time::Duration::days(1))));
+    let logged = s
+        .server
+        .log()
+        .into_iter()
+        .find(|r| r.path == "/form-auth/login")
+        .unwrap();
+    assert_eq!(
+        logged.headers.get("content-type").unwrap(),
+        "application/x-www-form-urlencoded"
+    );
+    assert_eq!(
+        std::str::from_utf8(&logged.body).unwrap(),
+        "password=builder&username=bob"
+    );
+
+    s.expire();
+    assert_eq!(get_user(&client, &browser).await.unwrap(), "bob");
+    let refresh = s
+        .server
+        .log()
+        .into_iter()
+        .find(|r| r.path == "/form-auth/refresh")
+        .unwrap();
+    assert!(refresh.body_fields()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .starts_with("rf"));
+}
+
+#[tokio::test]
+async fn login_failures_are_typed_and_reported() {
+    let s = setup().await;
+    let client = s.client();
+    let browser = Browser::new();
+    let seen = Recorder::new();
+    let seen2 = seen.clone();
+    let options =
+        LoginOptions::new().on_error(move |err, ctx| seen2.record("err", format!("{err} {}", ctx.is_some())));
+    let (result, ctx) = browser
+        .visit(client.login(&creds(("alice", "wrong")), options))
+        .await;
+    let err = result.unwrap_err();
+    assert_eq!(err.auth_failure(), Some(AuthFailure::Rejected));
+    assert_eq!(err.status(), Some(http::StatusCode::UNAUTHORIZED));
+    assert!(err.to_string().contains("invalid_credentials"), "{err}");
+    assert!(ctx.cookie_delta().is_empty());
+    assert_eq!(s.recorder.count("login_error"), 1);
+    assert_eq!(seen.count("err"), 1);
+    assert!(seen.messages("err")[0].ends_with("true"));
+    // Credentials that are not an object are a configuration error, not a panic.
+    let (result, _) = browser
+        .visit(client.login(&"just a string", LoginOptions::new()))
+        .await;
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::Config);
+    // Provider-mode clients have no login.
+    let provider = tokenkit_reqwest::builder(s.server.url())
+        .provider(tokenkit_tests::token_provider(s.server.token_url()))
+        .build()
+        .unwrap();
+    let err = provider
+        .login(&creds(ALICE), LoginOptions::new())
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("endpoint mode"));
+}
+
+#[tokio::test]
+async fn without_a_context_session_operations_say_how_to_bind_one() {
+    let s = setup().await;
+    let client = s.client();
+    let err = client.get("/api/me").send::<Value>().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoContext);
+    assert!(err.message().contains("run_with_context"), "{err}");
+    let err = client
+        .login(&creds(ALICE), LoginOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoContext);
+    // Not logged in: a typed auth error, not a failure count.
+    let (result, _) = Browser::new().visit(client.get("/api/me").send::<Value>()).await;
+    assert_eq!(result.unwrap_err().auth_failure(), Some(AuthFailure::NoSession));
+    assert_eq!(s.recorder.count("token_request_fail"), 0);
+    assert_eq!(s.refreshes(), 0);
+}
+
+#[tokio::test]
+async fn expiry_rotates_tokens_and_the_response_sets_the_new_cookies() {
+    let s = setup().await;
+    let endpoints = s
+        .endpoints()
+        .refresh_data(json!({"client": "web"}))
+        .refresh_param("v", "2");
+    let client = s.builder_with(endpoints).build().unwrap();
+    let browser = Browser::new();
+    login(&client, &browser, ALICE).await;
+    let before = browser.snapshot();
+    // Inside the 6-minute window (5 min + 60 s skew): refreshed inline, since cookies are
+    // per request and the response must carry the new ones.
+    s.clock.advance(Duration::from_secs(3600 - 300));
+    let (result, ctx) = browser
+        .visit(
+            client
+                .get("/api/me")
+                .header("x-tenant-name", "lynx")
+                .auth(AuthOverride::new().data(json!({"tenant": "lynx"})))
+                .send::<Value>(),
+        )
+        .await;
+    assert_eq!(result.unwrap().data["user"], "alice");
+    assert_eq!(s.refreshes(), 1);
+    let delta: Vec<_> = ctx.cookie_delta().iter().map(|c| c.name().to_owned()).collect();
+    assert!(delta.contains(&"access_token".to_owned()) && delta.contains(&"refresh_token".to_owned()));
+    assert_ne!(
+        browser.cookie("access_token"),
+        before.get("access_token").cloned()
+    );
+    assert_ne!(
+        browser.cookie("refresh_token"),
+        before.get("refresh_token").cloned()
+    );
+
+    let refresh = s
+        .server
+        .log()
+        .into_iter()
+        .find(|r| r.path == "/auth/refresh")
+        .unwrap();
+    let body = refresh.body_fields();
+    assert_eq!(
+        body["refreshToken"].as_str(),
+        before.get("refresh_token").map(String::as_str)
+    );
+    assert_eq!(body["client"], "web");
+    assert_eq!(body["tenant"], "lynx");
+    assert_eq!(refresh.query.as_deref(), Some("v=2"));
+    assert_eq!(
+        refresh.headers.get("x-tenant-name").unwrap(),
+        "lynx",
+        "request headers propagated"
+    );
+    assert!(refresh.headers.get("cookie").is_none() && refresh.headers.get("authorization").is_none());
+    assert_eq!(s.recorder.count("refresh"), 1);
+}
+
+#[tokio::test]
+async fn a_rejected_refresh_clears_the_session_and_other_failures_keep_it() {
+    let s = setup().await;
+    let client = s.client();
+    let browser = Browser::new();
+    login(&client, &browser, ALICE).await;
+    s.expire();
+
+    // 503: the session survives, the request fails with the reason.
+    s.server.fail_next_refresh_requests(1, Fault::Status(503));
+    let (result, ctx) = browser.visit(client.get("/api/me").send::<Value>()).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.auth_failure(), Some(AuthFailure::TokenUnavailable));
+    assert!(err.to_string().contains("503"), "{err}");
+    assert!(ctx.cookie_delta().is_empty(), "cookies untouched");
+    assert_eq!(s.recorder.count("refresh_error"), 1);
+    assert_eq!(s.recorder.count("session_invalid"), 0);
+
+    // 401 (invalid_grant): the session is cleared and every cookie expired.
+    s.server.fail_next_refresh_requests(1, Fault::Status(401));
+    let (result, ctx) = browser.visit(client.get("/api/me").send::<Value>()).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.auth_failure(), Some(AuthFailure::SessionInvalid));
+    assert_eq!(ctx.cookie_delta().len(), 5);
+    assert!(browser.snapshot().is_empty(), "logged out");
+    assert_eq!(s.recorder.count("session_invalid"), 1);
+    assert_eq!(s.recorder.count("refresh_error"), 2);
+
+    // A garbage refresh body keeps the session too.
+    let browser = Browser::new();
+    login(&client, &browser, BOB).await;
+    s.expire();
+    s.server.fail_next_refresh_requests(1, Fault::Garbage);
+    let (result, _) = browser.visit(client.get("/api/me").send::<Value>()).await;
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::InvalidToken);
+    assert_eq!(get_user(&client, &browser).await.unwrap(), "bob");
+}
+
+#[tokio::test]
+async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one() {
+    let s = setup().await;
+    s.server.omit_refresh_token_on_refresh(true);
+    let client = s.client();
+    let browser = Browser::new();
+    login(&client, &browser, ALICE).await;
+    let refresh_token = browser.cookie("refresh_token").unwrap();
+    for _ in 0..2 {
+        s.expire();
+        assert_eq!(get_user(&client, &browser).await.unwrap(), "alice");
+        assert_eq!(browser.cookie("refresh_token").unwrap(), refresh_token);
+    }
+    assert_eq!(s.refreshes(), 2);
+}
+
+#[tokio::test]
+async fn a_session_with_only_a_refresh_token_is_refreshed_not_dropped() {
+    let s = setup().await;
+    let client = s.client();
+    let browser = Browser::new();
+    login(&client, &browser, ALICE).await;
+    browser.forget("access_token");
+    browser.forget("access_expires_at");
+    assert_eq!(get_user(&client, &browser).await.unwrap(), "alice");
+    assert_eq!(s.refreshes(), 1);
+    assert!(browser.cookie("access_token").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_with_parallel_requests_and_the_grace_window() {
+    let s = setup().await;
+    let client = s.client();
+    let browser = Browser::new();
+    login(&client, &browser, ALICE).await;
+    let old_cookies = browser.snapshot();
+    s.expire();
+
+    // 20 parallel page loads with the same (old) cookies: one refresh, every page served,
+    // and every response carries the new tokens.
+    let pages = join_all((0..20).map(|_| {
+        let (client, ctx) = (client.clone(), browser.context());
+        tokio::spawn(async move {
+            let result = run_with_context(ctx.clone(), client.get("/api/me").send::<Value>()).await;
+            (result.map(|r| r.data["user"].clone()), ctx)
+        })
+    }))
+    .await;
+    let mut new_refresh = None;
+    for page in pages {
+        let (result, ctx) = page.unwrap();
+        assert_eq!(result.unwrap(), "alice");
+        let set: Vec<_> = ctx
+            .cookie_delta()
+            .into_iter()
+            .filter(|c| c.name() == "refresh_token")
+            .collect();
+        assert_eq!(set.len(), 1, "each response sets the rotated refresh token");
+        let value = set[0].value().to_owned();
+        assert_eq!(new_refresh.get_or_insert(value.clone()), &value);
+        browser.absorb(&ctx);
+    }
+    assert_eq!(s.refreshes(), 1);
+
+    // A late request still carrying the old refresh token, inside the grace window: the new
+    // tokens, no second rotation, no reuse detected by the server.
+    s.clock.advance(Duration::from_secs(3));
+    let late = Browser::new();
+    late.restore(old_cookies.clone());
+    assert_eq!(get_user(&client, &late).await.unwrap(), "alice");
+    assert_eq!(late.cookie("refresh_token"), new_refresh);
+    assert_eq!(s.refreshes(), 1);
+    assert_eq!(s.server.reuse_detected(), 0);
+
+    // Past the grace window the old token really is reused: the server detects it and the
+    // session is invalidated (the server revokes the family).
+    s.clock.advance(Duration::from_secs(10));
+    let stale = Browser::new();
+    stale.restore(old_cookies);
+    let err = get_user(&client, &stale).await.unwrap_err();
+    assert_eq!(err.auth_failure(), Some(AuthFailure::SessionInvalid));
+    assert_eq!(s.server.reuse_detected(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_500_concurrent_requests_each_never_see_each_other() {
+    let s = setup().await;
+    let client = s.client();
+    let (alice, bob) = (Browser::new(), Browser::new());
+    login(&client, &alice, ALICE).await;
+    login(&client, &bob, BOB).await;
+    s.expire();
+    let tasks = (0..1000).map(|i| {
+        let (who, browser) = if i % 2 == 0 {
+            ("alice", &alice)
+        } else {
+            ("bob", &bob)
+        };
+        let (client, ctx) = (client.clone(), browser.context());
+        tokio::spawn(async move {
+            let result = run_with_context(ctx, client.get("/api/me").send::<Value>()).await;
+            (who, result.unwrap().data["user"].as_str().unwrap().to_owned())
+        })
+    });
+    for result in join_all(tasks).await {
+        let (expected, got) = result.unwrap();
+        assert_eq!(expected, got, "a request carried another user's token");
+    }
+    assert_eq!(
+        s.refreshes(),
+        2,
+        "each user's expired session refreshed exactly once"
+    );
+    assert_eq!(s.server.reuse_detected(), 0);
+}
+
+#[tokio::test]
+async fn logout_posts_the_token_and_always_clears_the_session() {
+    let s = setup().await;
+    let client = s.client();
+    let browser = Browser::new();
+    login(&client, &browser, ALICE).await;
+    let refresh_token = browser.cookie("refresh_token").unwrap();
+    let (result, ctx) = browser.visit(client.logout()).await;
+    result.unwrap();
+    assert_eq!(ctx.cookie_delta().len(), 5);
+    assert!(ctx
+        .cookie_delta()
+        .iter()
+        .all(|c| c.max_age() == Some(tokenkit_core::cookie::time::Duration::ZERO)));
+    assert!(browser.snapshot().is_empty());
+    let call = s
+        .server
+        .log()
+        .into_iter()
+        .find(|r| r.path == "/auth/logout")
+        .unwrap();
+    assert!(call.authorization.as_deref().unwrap().starts_with("Bearer tk"));
+    assert_eq!(
+        call.body_fields()["refreshToken"].as_str(),
+        Some(refresh_token.as_str())
+    );
+
+    // A failing logout endpoint: the error is reported, the session is cleared anyway.
+    login(&client, &browser, ALICE).await;
+    s.server.fail_next_logout_requests(1, Fault::Status(500));
+    let (result, _) = browser.visit(client.logout()).await;
+    assert_eq!(
+        result.unwrap_err().status(),
+        Some(http::StatusCode::INTERNAL_SERVER_ERROR)
+    );
+    assert!(browser.snapshot().is_empty());
+
+    // clear(): no call at all.
+    login(&client, &browser, ALICE).await;
+    let calls = s.server.count("/auth/logout");
+    let (result, _) = browser.visit(client.clear()).await;
+    result.unwrap();
+    assert!(browser.snapshot().is_empty());
+    assert_eq!(s.server.count("/auth/logout"), calls);
+}
+
+#[tokio::test]
+async fn session_helpers_read_without_mutating_and_refresh_on_demand() {
+    let s = setup().await;
+    let client = s.client();
+    let browser = Browser::new();
+    let (authenticated, _) = browser.visit(client.is_authenticated()).await;
+    assert!(!authenticated.unwrap());
+    let (ensured, _) = browser.visit(client.ensure()).await;
+    assert!(ensured.unwrap().is_none(), "no session: nothing to ensure");
+    login(&client, &browser, ALICE).await;
+
+    // session(): the payload, no refresh, no cookie written — even when expired.
+    s.expire();
+    let (session, ctx) = browser.visit(client.session()).await;
+    let session = session.unwrap().unwrap();
+    assert!(
+        session.payload.is_none(),
+        "cookies hold no payload; these tokens are not JWTs"
+    );
+    assert!(
+        ctx.cookie_delta().is_empty(),
+        "reading the session never mutates it"
+    );
+    let (authenticated, ctx) = browser.visit(client.is_authenticated()).await;
+    assert!(authenticated.unwrap(), "expired but refreshable");
+    assert!(ctx.cookie_delta().is_empty());
+    assert_eq!(s.refreshes(), 0);
+
+    // ensure(): refreshes what is due and sets the cookies.
+    let (ensured, ctx) = browser.visit(client.ensure()).await;
+    assert!(ensured.unwrap().is_some());
+    assert_eq!(s.refreshes(), 1);
+    assert!(!ctx.cookie_delta().is_empty());
+    let (ensured, ctx) = browser.visit(client.ensure()).await;
+    ensured.unwrap();
+    assert_eq!(s.refreshes(), 1, "fresh: nothing to do");
+    assert!(ctx.cookie_delta().is_empty());
+
+    // refresh_session(): forced, with per-call data.
+    let (forced, _) = browser
+        .visit(client.refresh_session(RefreshOptions::new().data(json!({"reason": "role change"}))))
+        .await;
+    forced.unwrap();
+    assert_eq!(s.refreshes(), 2);
+    let last = s
+        .server
+        .log()
+        .into_iter()
+        .rfind(|r| r.path == "/auth/refresh")
+        .unwrap();
+    assert_eq!(last.body_fields()["reason"], "role change");
+}
+
+#[tokio::test]
+async fn sessions_in_a_session_backend() {
+    let s = setup().await;
+    let backend_clock: Arc<dyn tokenkit_core::Clock> = Arc::new(s.clock.clone());
+    let client = tokenkit_reqwest::builder(s.server.url())
+        .clock(s.clock.clone())
+        .endpoints(s.endpoints())
+        .store(SessionStore::new(MemorySessionBackend::new(backend_clock)).session_cookie("sid"))
+        .build()
+        .unwrap();
+    let browser = Browser::new();
+    browser.restore([("sid".to_owned(), "session-1".to_owned())].into());
+    let (result, ctx) = browser
+        .visit(client.login(&creds(BOB), LoginOptions::new()))
+        .await;
+    result.unwrap();
+    assert!(ctx.cookie_delta().is_empty(), "tokens stay server-side");
+    assert_eq!(get_user(&client, &browser).await.unwrap(), "bob");
+    s.expire();
+    assert_eq!(get_user(&client, &browser).await.unwrap(), "bob");
+    assert_eq!(s.refreshes(), 1);
+    // Another session id sees nothing.
+    let other = Browser::new();
+    other.restore([("sid".to_owned(), "session-2".to_owned())].into());
+    assert_eq!(
+        get_user(&client, &other).await.unwrap_err().auth_failure(),
+        Some(AuthFailure::NoSession)
+    );
+    let (result, _) = browser.visit(client.logout()).await;
+    result.unwrap();
+    assert_eq!(
+        get_user(&client, &browser).await.unwrap_err().auth_failure(),
+        Some(AuthFailure::NoSession)
+    );
+}

@@ -1,0 +1,316 @@
+//! Session operations of endpoint mode: login, logout, clear, and reading or refreshing the
+//! session of the current context.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{ApiResponse, Auth, Client};
+use crate::context::Context;
+use crate::error::{AuthFailure, Error, ErrorKind};
+use crate::events::{ContextErrorFn, LoginFn};
+use crate::policy::Freshness;
+use crate::source::endpoint::{describe, AuthCall, EndpointSource};
+use crate::source::RefreshHints;
+use crate::token::{TokenBundle, TokenRecord};
+
+/// Per-call options of [`Client::login`].
+#[derive(Clone, Default)]
+#[must_use]
+pub struct LoginOptions {
+    headers: HeaderMap,
+    data: Option<Value>,
+    params: Vec<(String, String)>,
+    timeout: Option<Duration>,
+    on_login: Option<LoginFn>,
+    on_error: Option<ContextErrorFn>,
+    error: Option<Error>,
+}
+
+impl fmt::Debug for LoginOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginOptions")
+            .field("headers", &crate::redact::RedactedHeaders(&self.headers))
+            .field("params", &self.params)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoginOptions {
+    /// No options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a header to this login request.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            (Ok(name), Ok(value)) => {
+                self.headers.append(name, value);
+            }
+            _ => {
+                self.error
+                    .get_or_insert(Error::config(format!("invalid login header {name:?}")));
+            }
+        }
+        self
+    }
+
+    /// Extra body fields for this login (a JSON object), merged last.
+    pub fn data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    /// Adds a query parameter to this login request.
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.push((name.into(), value.into()));
+        self
+    }
+
+    /// Overrides the login timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Called after this login succeeds (after the client-wide `on_login`).
+    pub fn on_login(
+        mut self,
+        f: impl Fn(&TokenRecord, &Value, Option<&Context>) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_login = Some(Arc::new(f));
+        self
+    }
+
+    /// Called after this login fails (after the client-wide `on_error`).
+    pub fn on_error(mut self, f: impl Fn(&Error, Option<&Context>) + Send + Sync + 'static) -> Self {
+        self.on_error = Some(Arc::new(f));
+        self
+    }
+}
+
+/// Per-call options of [`Client::refresh_session`].
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct RefreshOptions {
+    headers: HeaderMap,
+    data: Option<Value>,
+}
+
+impl RefreshOptions {
+    /// No options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a header to the refresh request.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// Extra body fields for the refresh (a JSON object).
+    pub fn data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
+
+impl Client {
+    fn endpoint_auth(&self) -> Result<(&Auth, &Arc<EndpointSource>), Error> {
+        let auth = self.auth()?;
+        let endpoint = auth
+            .endpoint
+            .as_ref()
+            .ok_or_else(|| Error::config("this operation needs endpoint mode: configure .endpoints(..)"))?;
+        Ok((auth, endpoint))
+    }
+
+    fn current_context(&self) -> Option<Context> {
+        self.inner.context_provider.current()
+    }
+
+    /// Logs in: POSTs `credentials` (merged with `login_data` and the options' data) to the
+    /// login endpoint, parses the tokens, stores them in the current session and returns them.
+    ///
+    /// Fires `on_login(bundle, body, ctx)` or `on_error(err, ctx)` (client-wide, then the
+    /// options'). A 401/403 answer is an [`AuthFailure::Rejected`] error.
+    pub async fn login<C: Serialize + ?Sized>(
+        &self,
+        credentials: &C,
+        options: LoginOptions,
+    ) -> Result<ApiResponse<TokenBundle>, Error> {
+        let ctx = self.current_context();
+        let result = self.login_inner(credentials, &options, ctx.as_ref()).await;
+        let events = self.auth().map(|a| a.manager.events());
+        match &result {
+            Ok((response, body)) => {
+                if let Ok(events) = events {
+                    events.logged_in(&response.data, body, ctx.as_ref());
+                }
+                if let Some(cb) = &options.on_login {
+                    cb(&response.data, body, ctx.as_ref());
+                }
+            }
+            Err(err) => {
+                if let Ok(events) = events {
+                    events.login_failed(err, ctx.as_ref());
+                }
+                if let Some(cb) = &options.on_error {
+                    cb(err, ctx.as_ref());
+                }
+            }
+        }
+        result.map(|(response, _)| response)
+    }
+
+    async fn login_inner<C: Serialize + ?Sized>(
+        &self,
+        credentials: &C,
+        options: &LoginOptions,
+        ctx: Option<&Context>,
+    ) -> Result<(ApiResponse<TokenBundle>, Value), Error> {
+        if let Some(err) = &options.error {
+            return Err(err.clone());
+        }
+        let (auth, endpoint) = self.endpoint_auth()?;
+        let credentials = serde_json::to_value(credentials)
+            .map_err(|e| Error::config(format!("credentials could not be encoded: {e}")))?;
+        let body = endpoint.login_body(credentials, options.data.clone())?;
+        let mut params = endpoint.config.login_params.clone();
+        params.extend(options.params.iter().cloned());
+        let (url, response) = endpoint
+            .post(AuthCall {
+                path: &endpoint.config.login,
+                body,
+                headers: &options.headers,
+                params,
+                timeout: options.timeout.unwrap_or(endpoint.config.login_timeout),
+            })
+            .await?;
+        let (parts, bytes) = response.into_parts();
+        if !parts.status.is_success() {
+            let kind = match parts.status {
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Auth(AuthFailure::Rejected),
+                _ => ErrorKind::Status,
+            };
+            let message = describe("the login endpoint refused", parts.status, &bytes);
+            return Err(Error::new(kind, message).with_response(parts.status, bytes));
+        }
+        let json = EndpointSource::json_body("login", parts.status, &bytes)?;
+        let record = endpoint.parse_login(&json, auth.manager.now())?;
+        record.validate()?;
+        let record = Arc::new(record);
+        auth.manager.store().save(ctx, Arc::clone(&record), None).await?;
+        let response = ApiResponse {
+            data: (*record).clone(),
+            status: parts.status,
+            headers: parts.headers,
+            url,
+        };
+        Ok((response, json))
+    }
+
+    /// Logs out: POSTs the tokens to the logout endpoint (when configured), then clears the
+    /// session — even when that call fails, in which case its error is returned after
+    /// clearing.
+    pub async fn logout(&self) -> Result<(), Error> {
+        let (auth, endpoint) = self.endpoint_auth()?;
+        let ctx = self.current_context();
+        let store = auth.manager.store();
+        let record = store.load(ctx.as_ref()).await?;
+        let remote = match (&endpoint.config.logout, &record) {
+            (Some(path), Some(record)) => {
+                let mut headers = HeaderMap::new();
+                if record.access_token.is_some() {
+                    headers.insert(auth.header_name.clone(), auth.header_value(record)?);
+                }
+                let mut body = serde_json::Map::new();
+                if let Some(refresh) = &record.refresh_token {
+                    body.insert(
+                        endpoint.config.refresh_request_field.clone(),
+                        Value::String(refresh.secret().to_owned()),
+                    );
+                }
+                let call = endpoint
+                    .post(AuthCall {
+                        path,
+                        body,
+                        headers: &headers,
+                        params: Vec::new(),
+                        timeout: endpoint.config.logout_timeout,
+                    })
+                    .await;
+                match call {
+                    Ok((_, response)) if response.status().is_success() => Ok(()),
+                    Ok((_, response)) => {
+                        let (parts, bytes) = response.into_parts();
+                        let message = describe("the logout endpoint refused", parts.status, &bytes);
+                        Err(Error::new(ErrorKind::Status, message).with_response(parts.status, bytes))
+                    }
+                    Err(err) => Err(err),
+                }
+            }
+            _ => Ok(()),
+        };
+        store.clear(ctx.as_ref()).await?;
+        if let Err(err) = &remote {
+            tracing::warn!(target: "tokenkit", error = %err, "logout call failed; local session cleared");
+        }
+        remote
+    }
+
+    /// Clears the current session without calling the logout endpoint.
+    pub async fn clear(&self) -> Result<(), Error> {
+        let auth = self.auth()?;
+        let ctx = self.current_context();
+        auth.manager.store().clear(ctx.as_ref()).await
+    }
+
+    /// The current session's record as stored: no refresh, no change to the session.
+    pub async fn session(&self) -> Result<Option<Arc<TokenBundle>>, Error> {
+        let auth = self.auth()?;
+        let ctx = self.current_context();
+        auth.manager.store().load(ctx.as_ref()).await
+    }
+
+    /// Whether the current session can make authenticated requests: it holds a valid access
+    /// token, or a refresh token to get one. Changes nothing.
+    pub async fn is_authenticated(&self) -> Result<bool, Error> {
+        let auth = self.auth()?;
+        let record = self.session().await?;
+        let fresh = auth
+            .manager
+            .policy()
+            .freshness(record.as_deref(), auth.manager.now());
+        Ok(matches!(fresh, Freshness::Fresh | Freshness::Stale)
+            || record.is_some_and(|r| r.refresh_token.is_some()))
+    }
+
+    /// Makes the current session fresh: refreshes when the token is missing, expired or due.
+    /// Returns the record, or `None` when there is no session (not logged in).
+    pub async fn ensure(&self) -> Result<Option<Arc<TokenBundle>>, Error> {
+        let auth = self.auth()?;
+        let ctx = self.current_context();
+        match auth.manager.token(ctx.as_ref(), &RefreshHints::default()).await {
+            Ok(record) => Ok(Some(record)),
+            Err(err) if err.auth_failure() == Some(AuthFailure::NoSession) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Refreshes the current session now, whatever its freshness.
+    pub async fn refresh_session(&self, options: RefreshOptions) -> Result<Arc<TokenBundle>, Error> {
+        let auth = self.auth()?;
+        let ctx = self.current_context();
+        let hints = RefreshHints::new(&options.headers, options.data);
+        auth.manager.force_refresh(ctx.as_ref(), &hints).await
+    }
+}
