@@ -242,3 +242,48 @@ impl Browser {
         self.jar().clone()
     }
 }
+
+/// A [`tokenkit_core::Sleep`] hook that records every requested delay. It completes at once
+/// (or never, for [`RecordingSleep::never`]), so backoff is asserted by value and no test waits.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingSleep {
+    slept: std::sync::Arc<std::sync::Mutex<Vec<std::time::Duration>>>,
+    never: bool,
+}
+
+impl RecordingSleep {
+    /// Records delays and completes at once.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records delays and never completes (a backoff that outlives its caller).
+    pub fn never() -> Self {
+        Self {
+            never: true,
+            ..Self::default()
+        }
+    }
+
+    /// The delays requested so far.
+    pub fn slept(&self) -> Vec<std::time::Duration> {
+        self.slept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl tokenkit_core::Sleep for RecordingSleep {
+    fn sleep(&self, duration: std::time::Duration) -> tokenkit_core::runtime::BoxFuture<'static, ()> {
+        self.slept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(duration);
+        if self.never {
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(std::future::ready(()))
+        }
+    }
+}

@@ -27,6 +27,8 @@ pub enum Fault {
     Garbage,
     /// Answer 200 with this JSON body (missing fields, bad lifetimes, CR/LF in tokens…).
     Json(serde_json::Value),
+    /// Answer with this status and a `Retry-After` header of this value.
+    RetryAfter(u16, String),
 }
 
 /// How the protected resources under `/api/` behave.
@@ -320,6 +322,17 @@ async fn apply(fault: Option<Fault>) -> Option<Response> {
         }
         Fault::Garbage => Some((StatusCode::OK, "<html>definitely not json").into_response()),
         Fault::Json(body) => Some((StatusCode::OK, Json(body)).into_response()),
+        Fault::RetryAfter(code, after) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            Some(
+                (
+                    status,
+                    [("retry-after", after)],
+                    Json(json!({"error": "slow_down"})),
+                )
+                    .into_response(),
+            )
+        }
     }
 }
 

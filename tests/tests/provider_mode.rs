@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::Value;
 use tokenkit_core::runtime::ManualClock;
-use tokenkit_core::{AuthFailure, Client, ErrorKind, ProvidedToken, Runtime, StandardPolicy};
+use tokenkit_core::{AuthFailure, Client, ErrorKind, ProvidedToken, RetryConfig, Runtime, StandardPolicy};
 use tokenkit_tests::{token_provider, AuthServer, Fault, Recorder, ResourceMode};
 
 struct Setup {
@@ -426,6 +426,7 @@ async fn request_timeouts_and_token_fetch_timeouts_are_typed() {
     let s = setup().await;
     let client = s
         .builder()
+        .retry(RetryConfig::none())
         .timeout(Duration::from_millis(200))
         .token_fetch_timeout(Some(Duration::from_millis(200)))
         .build()
@@ -453,7 +454,7 @@ async fn request_timeouts_and_token_fetch_timeouts_are_typed() {
 #[tokio::test]
 async fn non_success_statuses_are_typed_errors_with_status_and_body() {
     let s = setup().await;
-    let client = s.client();
+    let client = s.builder().retry(RetryConfig::none()).build().unwrap();
     s.server.fail_next_resource_requests(1, Fault::Status(500));
     let err = client.get("/api/a").send::<Value>().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Status);
@@ -465,7 +466,10 @@ async fn non_success_statuses_are_typed_errors_with_status_and_body() {
     let err = client.get("/api/a").send::<Value>().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Decode);
     // Connection refused is a connect error.
-    let dead = tokenkit_reqwest::builder("http://127.0.0.1:9").build().unwrap();
+    let dead = tokenkit_reqwest::builder("http://127.0.0.1:9")
+        .retry(RetryConfig::none())
+        .build()
+        .unwrap();
     let err = dead.get("/x").send_bytes().await.unwrap_err();
     assert!(err.is_connect(), "{err:?}");
 }

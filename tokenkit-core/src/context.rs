@@ -175,6 +175,23 @@ pub(crate) fn no_context() -> Error {
     )
 }
 
+/// The operation a dynamic header is resolved for (`resolve_headers(ctx, operation)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Operation {
+    /// An API request.
+    Request,
+    /// A login call.
+    Login,
+    /// A refresh call.
+    Refresh,
+    /// A logout call.
+    Logout,
+}
+
+/// Computes extra headers from the context for an operation.
+pub type HeaderResolver = Arc<dyn Fn(Option<&Context>, Operation) -> HeaderMap + Send + Sync>;
+
 type GetFn = Arc<dyn Fn() -> Option<Context> + Send + Sync>;
 type SetFn = Arc<dyn Fn(Context) + Send + Sync>;
 type RunFn = Arc<dyn for<'a> Fn(Context, BoxFuture<'a, ()>) -> BoxFuture<'a, ()> + Send + Sync>;

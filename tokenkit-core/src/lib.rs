@@ -55,11 +55,12 @@ pub use async_trait::async_trait;
 pub use http;
 
 pub use client::{
-    ApiResponse, AuthOverride, Client, ClientBuilder, LoginOptions, RefreshOptions, RequestBuilder,
-    DEFAULT_TIMEOUT,
+    api, set_config, set_default_client, Api, ApiResponse, AuthOverride, Backoff, Client, ClientBuilder,
+    LoginOptions, RefreshOptions, RequestBuilder, RetryConfig, DEFAULT_TIMEOUT,
 };
 pub use context::{
-    current_context, run_with_context, Context, ContextProvider, FnContextProvider, TaskContextProvider,
+    current_context, run_with_context, Context, ContextProvider, FnContextProvider, HeaderResolver,
+    Operation, TaskContextProvider,
 };
 pub use cookie;
 pub use error::{AuthFailure, Error, ErrorKind};

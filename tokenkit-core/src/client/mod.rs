@@ -1,11 +1,18 @@
 //! The API client: a builder, request builders, and the request flow (token, send with
 //! timeout, compare-and-refresh recovery, typed errors).
 
+pub mod global;
+pub mod interceptors;
 mod request;
+pub mod retry;
 mod session;
 
+pub use global::{api, set_config, set_default_client, Api};
 pub use request::{ApiResponse, AuthOverride, RequestBuilder};
+pub use retry::{Backoff, RetryConfig};
 pub use session::{LoginOptions, RefreshOptions};
+
+use interceptors::{ErrorInterceptor, Interceptors, RequestInterceptor, ResponseInterceptor};
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -16,7 +23,7 @@ use std::time::Duration;
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use http::Method;
 
-use crate::context::{ContextProvider, TaskContextProvider};
+use crate::context::{Context, ContextProvider, HeaderResolver, Operation, TaskContextProvider};
 use crate::error::Error;
 use crate::events::Events;
 use crate::policy::{RefreshPolicy, StandardPolicy};
@@ -64,6 +71,9 @@ struct ClientInner {
     runtime: Runtime,
     context_provider: Arc<dyn ContextProvider>,
     auth: Option<Auth>,
+    interceptors: Interceptors,
+    retry: RetryConfig,
+    resolver: Option<HeaderResolver>,
 }
 
 struct Auth {
@@ -160,6 +170,25 @@ impl Client {
             .ok_or_else(|| Error::config("this client has no token source"))
     }
 
+    /// Waits before retry attempt `attempt + 1` (no wait without a Sleep hook).
+    pub(crate) async fn backoff(
+        &self,
+        retry: &RetryConfig,
+        attempt: u32,
+        headers: Option<&HeaderMap>,
+        why: &str,
+    ) {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(attempt);
+        let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+        let delay = retry.delay_after(attempt, headers, self.inner.runtime.clock.now(), unit);
+        tracing::info!(target: "tokenkit", attempt, delay_ms = delay.as_millis() as u64, reason = why, "retrying");
+        if let Some(sleep) = &self.inner.runtime.sleep {
+            sleep.sleep(delay).await;
+        }
+    }
+
     pub(crate) async fn send_with_timeout(
         &self,
         request: http::Request<bytes::Bytes>,
@@ -194,6 +223,9 @@ pub struct ClientBuilder {
     header_name: HeaderName,
     formatter: Formatter,
     events: Events,
+    interceptors: Interceptors,
+    retry: RetryConfig,
+    resolver: Option<HeaderResolver>,
     error: Option<Error>,
 }
 
@@ -227,6 +259,9 @@ impl ClientBuilder {
             header_name: AUTHORIZATION,
             formatter: Arc::new(default_format),
             events: Events::default(),
+            interceptors: Interceptors::default(),
+            retry: RetryConfig::default(),
+            resolver: None,
             error: None,
         }
     }
@@ -487,6 +522,39 @@ impl ClientBuilder {
         self
     }
 
+    /// Adds a request interceptor (run in order on every attempt, after token injection).
+    pub fn request_interceptor(mut self, interceptor: impl RequestInterceptor + 'static) -> Self {
+        self.interceptors.request.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Adds a response interceptor (run in order on the final response).
+    pub fn response_interceptor(mut self, interceptor: impl ResponseInterceptor + 'static) -> Self {
+        self.interceptors.response.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Adds an error interceptor (run in order on the final error).
+    pub fn error_interceptor(mut self, interceptor: impl ErrorInterceptor + 'static) -> Self {
+        self.interceptors.error.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Sets the retry policy (default: 3 attempts, idempotent methods only).
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Adds dynamic headers per context and operation (requests, login, refresh, logout).
+    pub fn resolve_headers(
+        mut self,
+        resolve: impl Fn(Option<&Context>, Operation) -> HeaderMap + Send + Sync + 'static,
+    ) -> Self {
+        self.resolver = Some(Arc::new(resolve));
+        self
+    }
+
     /// Called with a message each time a token is obtained.
     pub fn on_token_refresh(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.events.on_token_refresh = Some(Arc::new(f));
@@ -569,6 +637,7 @@ impl ClientBuilder {
                 Arc::clone(&transport),
                 base.clone(),
                 self.runtime.sleep.clone(),
+                self.resolver.clone(),
             ))
         });
         let (source, default_store): (Option<Arc<dyn TokenSource>>, Arc<dyn TokenStore>) = match &endpoint {
@@ -605,6 +674,9 @@ impl ClientBuilder {
                 runtime: self.runtime,
                 context_provider: self.context_provider,
                 auth,
+                interceptors: self.interceptors,
+                retry: self.retry,
+                resolver: self.resolver,
             }),
         })
     }

@@ -9,8 +9,9 @@ use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::retry::RetryConfig;
 use super::Client;
-use crate::context::Context;
+use crate::context::{Context, Operation};
 use crate::error::{AuthFailure, Error, ErrorKind};
 use crate::redact::{is_sensitive_header, RedactedHeaders};
 use crate::source::RefreshHints;
@@ -64,7 +65,8 @@ where
 /// A request being built. Errors in the chain are kept and returned by the `send` methods.
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder {
-    client: Client,
+    /// `None` only for a request that failed before it had a client (see `failed`).
+    client: Option<Client>,
     method: Method,
     target: String,
     headers: HeaderMap,
@@ -73,6 +75,7 @@ pub struct RequestBuilder {
     timeout: Option<Option<Duration>>,
     skip_auth: bool,
     auth_override: AuthOverride,
+    retry: Option<RetryConfig>,
     context: Option<Context>,
     error: Option<Error>,
 }
@@ -92,7 +95,7 @@ impl fmt::Debug for RequestBuilder {
 impl RequestBuilder {
     pub(crate) fn new(client: Client, method: Method, target: String) -> Self {
         Self {
-            client,
+            client: Some(client),
             method,
             target,
             headers: HeaderMap::new(),
@@ -101,8 +104,27 @@ impl RequestBuilder {
             timeout: None,
             skip_auth: false,
             auth_override: AuthOverride::default(),
+            retry: None,
             context: None,
             error: None,
+        }
+    }
+
+    /// A request that fails with `err` when sent (the default client is not configured).
+    pub(crate) fn failed(err: Error, method: Method, target: String) -> Self {
+        Self {
+            client: None,
+            method,
+            target,
+            headers: HeaderMap::new(),
+            query: String::new(),
+            body: Bytes::new(),
+            timeout: None,
+            skip_auth: false,
+            auth_override: AuthOverride::default(),
+            retry: None,
+            context: None,
+            error: Some(err),
         }
     }
 
@@ -227,9 +249,128 @@ impl RequestBuilder {
         Ok(response.map(|_| text))
     }
 
+    /// Overrides the client's retry policy for this request.
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
     /// Sends the request and returns the raw body.
-    pub async fn send_bytes(self) -> Result<ApiResponse<Bytes>, Error> {
-        let (url, response) = self.execute().await?;
+    pub async fn send_bytes(mut self) -> Result<ApiResponse<Bytes>, Error> {
+        let (Some(client), None) = (self.client.clone(), &self.error) else {
+            return Err(self
+                .error
+                .take()
+                .unwrap_or_else(|| Error::config("the request has no client")));
+        };
+        let ctx = self
+            .context
+            .take()
+            .or_else(|| client.inner.context_provider.current());
+        let result = self.execute(ctx.as_ref()).await;
+        if let Err(err) = &result {
+            for interceptor in &client.inner.interceptors.error {
+                interceptor.observe(err.clone(), ctx.clone()).await;
+            }
+        }
+        result
+    }
+
+    /// The request flow: token → request interceptors → send (with timeout) → retry of
+    /// network errors and retryable statuses (idempotent methods) → on a rejected status,
+    /// compare-and-refresh and replay (at most `max_recovery_tries`) → response interceptors
+    /// → status check.
+    async fn execute(mut self, ctx: Option<&Context>) -> Result<ApiResponse<Bytes>, Error> {
+        let Some(client) = self.client.clone() else {
+            return Err(Error::config("the request has no client"));
+        };
+        let inner = &client.inner;
+        let url = urls::resolve(&inner.base, &self.target, &self.query)?;
+        let uri = http::Uri::try_from(url.as_str())
+            .map_err(|e| Error::new(ErrorKind::Url, format!("URL is not a valid URI: {e}")))?;
+        let timeout = self.timeout.unwrap_or(inner.timeout);
+        let retry = self.retry.as_ref().unwrap_or(&inner.retry);
+        // The token goes only to the base URL's origin.
+        let auth = inner
+            .auth
+            .as_ref()
+            .filter(|_| !self.skip_auth && urls::same_origin(&url, &inner.base));
+
+        let hints = match auth {
+            Some(_) => RefreshHints::new(&self.headers, self.auth_override.data.take()),
+            None => RefreshHints::default(),
+        };
+        let mut headers = inner.default_headers.clone();
+        if let Some(resolve) = &inner.resolver {
+            for (name, value) in resolve(ctx, Operation::Request) {
+                if let Some(name) = name {
+                    headers.insert(name, value);
+                }
+            }
+        }
+        for name in self.headers.keys() {
+            headers.remove(name);
+        }
+        headers.extend(self.headers.drain());
+
+        let mut token = match auth {
+            Some(auth) => Some(auth.manager.token(ctx, &hints).await?),
+            None => None,
+        };
+        let (mut attempt, mut recoveries) = (1u32, 0u32);
+        let mut response = loop {
+            let mut request = http::Request::new(self.body.clone());
+            *request.method_mut() = self.method.clone();
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = headers.clone();
+            if let (Some(auth), Some(record)) = (auth, &token) {
+                request
+                    .headers_mut()
+                    .insert(auth.header_name.clone(), auth.header_value(record)?);
+            }
+            for interceptor in &inner.interceptors.request {
+                request = interceptor.intercept(request, ctx.cloned()).await?;
+            }
+            let response = match client.send_with_timeout(request, timeout).await {
+                Ok(response) => response,
+                Err(err) if retry.retries_error(&self.method, attempt, &err) => {
+                    client.backoff(retry, attempt, None, &err.to_string()).await;
+                    attempt += 1;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let status = response.status();
+            if retry.retries_status(&self.method, attempt, status) {
+                client
+                    .backoff(retry, attempt, Some(response.headers()), status.as_str())
+                    .await;
+                attempt += 1;
+                continue;
+            }
+            let (Some(auth), Some(record)) = (auth, &token) else {
+                break response;
+            };
+            if !auth.manager.policy().is_rejection(status) {
+                break response;
+            }
+            auth.manager
+                .events()
+                .auth_failed(status, record.access_token.as_ref());
+            match auth.manager.recover(ctx, record, recoveries, &hints).await {
+                Ok(next) => {
+                    recoveries += 1;
+                    token = Some(next);
+                }
+                Err(err) if err.auth_failure() == Some(AuthFailure::RecoveryExhausted) => {
+                    return Err(err.with_response(status, response.into_body()));
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        for interceptor in &inner.interceptors.response {
+            response = interceptor.intercept(response, ctx.cloned()).await?;
+        }
         let (parts, body) = response.into_parts();
         if parts.status.is_success() {
             return Ok(ApiResponse {
@@ -245,78 +386,6 @@ impl RequestBuilder {
             _ => ErrorKind::Status,
         };
         Err(Error::new(kind, what).with_response(parts.status, body))
-    }
-
-    /// The request flow: token → send (with timeout) → on a rejected status, compare-and-refresh
-    /// and replay, at most `max_recovery_tries` times.
-    async fn execute(mut self) -> Result<(::url::Url, http::Response<Bytes>), Error> {
-        if let Some(err) = self.error.take() {
-            return Err(err);
-        }
-        let client = self.client.clone();
-        let inner = &client.inner;
-        let url = urls::resolve(&inner.base, &self.target, &self.query)?;
-        let uri = http::Uri::try_from(url.as_str())
-            .map_err(|e| Error::new(ErrorKind::Url, format!("URL is not a valid URI: {e}")))?;
-        let timeout = self.timeout.unwrap_or(inner.timeout);
-        // The token goes only to the base URL's origin.
-        let auth = inner
-            .auth
-            .as_ref()
-            .filter(|_| !self.skip_auth && urls::same_origin(&url, &inner.base));
-        let ctx = self.context.take().or_else(|| inner.context_provider.current());
-
-        let hints = match auth {
-            Some(_) => RefreshHints::new(&self.headers, self.auth_override.data.take()),
-            None => RefreshHints::default(),
-        };
-        let mut headers = inner.default_headers.clone();
-        for name in self.headers.keys() {
-            headers.remove(name);
-        }
-        headers.extend(self.headers.drain());
-
-        let mut token = match auth {
-            Some(auth) => Some(auth.manager.token(ctx.as_ref(), &hints).await?),
-            None => None,
-        };
-        let mut recoveries = 0;
-        loop {
-            let mut request = http::Request::new(self.body.clone());
-            *request.method_mut() = self.method.clone();
-            *request.uri_mut() = uri.clone();
-            *request.headers_mut() = headers.clone();
-            if let (Some(auth), Some(record)) = (auth, &token) {
-                request
-                    .headers_mut()
-                    .insert(auth.header_name.clone(), auth.header_value(record)?);
-            }
-            let response = client.send_with_timeout(request, timeout).await?;
-            let (Some(auth), Some(record)) = (auth, &token) else {
-                return Ok((url, response));
-            };
-            if !auth.manager.policy().is_rejection(response.status()) {
-                return Ok((url, response));
-            }
-            let status = response.status();
-            auth.manager
-                .events()
-                .auth_failed(status, record.access_token.as_ref());
-            match auth
-                .manager
-                .recover(ctx.as_ref(), record, recoveries, &hints)
-                .await
-            {
-                Ok(next) => {
-                    recoveries += 1;
-                    token = Some(next);
-                }
-                Err(err) if err.auth_failure() == Some(AuthFailure::RecoveryExhausted) => {
-                    return Err(err.with_response(status, response.into_body()));
-                }
-                Err(err) => return Err(err),
-            }
-        }
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{ApiResponse, Auth, Client};
-use crate::context::Context;
+use crate::context::{Context, Operation};
 use crate::error::{AuthFailure, Error, ErrorKind};
 use crate::events::{ContextErrorFn, LoginFn};
 use crate::policy::Freshness;
@@ -188,6 +188,8 @@ impl Client {
         params.extend(options.params.iter().cloned());
         let (url, response) = endpoint
             .post(AuthCall {
+                operation: Operation::Login,
+                ctx,
                 path: &endpoint.config.login,
                 body,
                 headers: &options.headers,
@@ -241,6 +243,8 @@ impl Client {
                 }
                 let call = endpoint
                     .post(AuthCall {
+                        operation: Operation::Logout,
+                        ctx: ctx.as_ref(),
                         path,
                         body,
                         headers: &headers,

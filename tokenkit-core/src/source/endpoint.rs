@@ -13,6 +13,7 @@ use url::Url;
 
 use super::parse::{parse_token_response, FieldMapping};
 use super::{FetchRequest, TokenSource};
+use crate::context::{Context, HeaderResolver, Operation};
 use crate::error::{AuthFailure, Error, ErrorKind};
 use crate::runtime::Sleep;
 use crate::token::TokenRecord;
@@ -226,6 +227,8 @@ impl EndpointConfig {
 
 /// One auth call's inputs.
 pub(crate) struct AuthCall<'a> {
+    pub(crate) operation: Operation,
+    pub(crate) ctx: Option<&'a Context>,
     pub(crate) path: &'a str,
     pub(crate) body: Map<String, Value>,
     pub(crate) headers: &'a HeaderMap,
@@ -239,6 +242,7 @@ pub(crate) struct EndpointSource {
     transport: Arc<dyn Transport>,
     base: Url,
     sleep: Option<Arc<dyn Sleep>>,
+    resolver: Option<HeaderResolver>,
 }
 
 impl fmt::Debug for EndpointSource {
@@ -277,12 +281,14 @@ impl EndpointSource {
         transport: Arc<dyn Transport>,
         base: Url,
         sleep: Option<Arc<dyn Sleep>>,
+        resolver: Option<HeaderResolver>,
     ) -> Self {
         Self {
             config,
             transport,
             base,
             sleep,
+            resolver,
         }
     }
 
@@ -317,6 +323,13 @@ impl EndpointSource {
             .map_err(|e| Error::new(ErrorKind::Url, format!("URL is not a valid URI: {e}")))?;
         let headers = request.headers_mut();
         headers.extend(self.config.headers.clone());
+        if let Some(resolve) = &self.resolver {
+            for (name, value) in resolve(call.ctx, call.operation) {
+                if let Some(name) = name {
+                    headers.insert(name, value);
+                }
+            }
+        }
         for (name, value) in call.headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -389,6 +402,8 @@ impl TokenSource for EndpointSource {
         );
         let (_, response) = self
             .post(AuthCall {
+                operation: Operation::Refresh,
+                ctx: request.context.as_ref(),
                 path: &self.config.refresh,
                 body,
                 headers: &request.headers,
