@@ -95,6 +95,7 @@ struct State_ {
     resource_faults: Mutex<VecDeque<Fault>>,
     resource_mode: Mutex<ResourceMode>,
     auth_faults: Mutex<VecDeque<Fault>>,
+    login_faults: Mutex<VecDeque<Fault>>,
     logout_faults: Mutex<VecDeque<Fault>>,
     refresh_tokens: Mutex<HashMap<String, RefreshState>>,
     refresh_lifetime: Mutex<Option<Duration>>,
@@ -147,6 +148,7 @@ impl AuthServer {
             resource_faults: Mutex::new(VecDeque::new()),
             resource_mode: Mutex::new(ResourceMode::Normal),
             auth_faults: Mutex::new(VecDeque::new()),
+            login_faults: Mutex::new(VecDeque::new()),
             logout_faults: Mutex::new(VecDeque::new()),
             refresh_tokens: Mutex::new(HashMap::new()),
             refresh_lifetime: Mutex::new(None),
@@ -214,6 +216,11 @@ impl AuthServer {
         lock(&self.state.auth_faults).extend(std::iter::repeat_n(fault, n));
     }
 
+    /// Makes the next `n` login requests (JSON or form) fail with `fault`.
+    pub fn fail_next_login_requests(&self, n: usize, fault: Fault) {
+        lock(&self.state.login_faults).extend(std::iter::repeat_n(fault, n));
+    }
+
     /// Makes the next `n` logout requests fail with `fault`.
     pub fn fail_next_logout_requests(&self, n: usize, fault: Fault) {
         lock(&self.state.logout_faults).extend(std::iter::repeat_n(fault, n));
@@ -239,6 +246,7 @@ impl AuthServer {
         lock(&self.state.token_faults).clear();
         lock(&self.state.resource_faults).clear();
         lock(&self.state.auth_faults).clear();
+        lock(&self.state.login_faults).clear();
         lock(&self.state.logout_faults).clear();
     }
 
@@ -433,7 +441,11 @@ fn token_response(state: &State_, user: &str, refresh: Option<String>, camel: bo
     Json(body).into_response()
 }
 
-fn do_login(state: &State_, body: &Bytes, camel: bool) -> Response {
+async fn do_login(state: &State_, body: &Bytes, camel: bool) -> Response {
+    let fault = lock(&state.login_faults).pop_front();
+    if let Some(response) = apply(fault).await {
+        return response;
+    }
     let fields = fields(body);
     let user = fields.get("username").map(String::as_str).unwrap_or_default();
     let password = fields.get("password").map(String::as_str).unwrap_or_default();
@@ -492,11 +504,11 @@ async fn do_refresh(state: &State_, body: &Bytes, field: &str, camel: bool) -> R
 }
 
 async fn login_json(State(state): State<Arc<State_>>, body: Bytes) -> Response {
-    do_login(&state, &body, false)
+    do_login(&state, &body, false).await
 }
 
 async fn login_form(State(state): State<Arc<State_>>, body: Bytes) -> Response {
-    do_login(&state, &body, true)
+    do_login(&state, &body, true).await
 }
 
 async fn refresh_json(State(state): State<Arc<State_>>, body: Bytes) -> Response {

@@ -613,3 +613,150 @@ async fn sessions_in_a_session_backend() {
         Some(AuthFailure::NoSession)
     );
 }
+
+#[tokio::test]
+async fn refresh_rejections_400_401_403_all_invalidate_the_session() {
+    for status in [400, 401, 403] {
+        let s = setup().await;
+        let client = s.client();
+        let browser = Browser::new();
+        login(&client, &browser, ALICE).await;
+        s.expire();
+        s.server.fail_next_refresh_requests(1, Fault::Status(status));
+        let err = get_user(&client, &browser).await.unwrap_err();
+        assert_eq!(err.auth_failure(), Some(AuthFailure::SessionInvalid), "{status}");
+        assert_eq!(err.status().map(|s| s.as_u16()), Some(status));
+        assert!(browser.snapshot().is_empty(), "{status}: cookies expired");
+        assert_eq!(s.recorder.count("session_invalid"), 1);
+    }
+}
+
+#[tokio::test]
+async fn login_refresh_and_logout_timeouts_are_typed() {
+    let s = setup().await;
+    let endpoints = s
+        .endpoints()
+        .timeout(Duration::from_millis(200))
+        .logout_timeout(Duration::from_millis(200));
+    let client = s.builder_with(endpoints).build().unwrap();
+    let browser = Browser::new();
+
+    s.server
+        .fail_next_login_requests(1, Fault::Delay(Duration::from_secs(5)));
+    let (result, _) = browser
+        .visit(client.login(&creds(ALICE), LoginOptions::new()))
+        .await;
+    assert!(result.unwrap_err().is_timeout());
+    // A per-call login timeout overrides the configured one.
+    s.server
+        .fail_next_login_requests(1, Fault::Delay(Duration::from_millis(400)));
+    let options = LoginOptions::new().timeout(Duration::from_secs(5));
+    browser
+        .visit(client.login(&creds(ALICE), options))
+        .await
+        .0
+        .unwrap();
+
+    s.expire();
+    s.server
+        .fail_next_refresh_requests(1, Fault::Delay(Duration::from_secs(5)));
+    let err = get_user(&client, &browser).await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(
+        !browser.snapshot().is_empty(),
+        "a timed-out refresh keeps the session"
+    );
+
+    s.server
+        .fail_next_logout_requests(1, Fault::Delay(Duration::from_secs(5)));
+    let (result, _) = browser.visit(client.logout()).await;
+    assert!(result.unwrap_err().is_timeout());
+    assert!(browser.snapshot().is_empty(), "cleared anyway");
+}
+
+#[tokio::test]
+async fn inject_token_formats_the_header_from_token_and_type() {
+    let s = setup().await;
+    let client = s
+        .builder_with(s.endpoints())
+        .inject_token(|token, kind| format!("{}-scheme {token}", kind.unwrap_or("none")))
+        .build()
+        .unwrap();
+    let browser = Browser::new();
+    login(&client, &browser, ALICE).await;
+    browser
+        .visit(client.get("/public/x").send::<Value>())
+        .await
+        .0
+        .unwrap();
+    let sent = s
+        .server
+        .log()
+        .into_iter()
+        .find(|r| r.path == "/public/x")
+        .unwrap();
+    assert!(sent.authorization.unwrap().starts_with("Bearer-scheme tk"));
+}
+
+#[tokio::test]
+async fn custom_parsers_and_field_mapping() {
+    let s = setup().await;
+    // parse_login / parse_refresh replace detection entirely.
+    let endpoints = s
+        .endpoints()
+        .parse_login(|body, now| {
+            let token = body["access_token"].as_str().unwrap_or_default();
+            let refresh = body["refresh_token"].as_str().unwrap_or_default();
+            Ok(
+                tokenkit_core::TokenRecord::new(tokenkit_core::AccessToken::new(token), now)
+                    .with_refresh_token(tokenkit_core::RefreshToken::new(refresh))
+                    .with_expires_at(now + Duration::from_secs(60))
+                    .with_payload(json!({"parsed_by": "parse_login"})),
+            )
+        })
+        .parse_refresh(|body, now| {
+            let token = body["access_token"].as_str().unwrap_or_default();
+            Ok(
+                tokenkit_core::TokenRecord::new(tokenkit_core::AccessToken::new(token), now)
+                    .with_payload(json!({"parsed_by": "parse_refresh"})),
+            )
+        });
+    let client = s.builder_with(endpoints).build().unwrap();
+    let browser = Browser::new();
+    let (result, _) = browser
+        .visit(client.login(&creds(ALICE), LoginOptions::new()))
+        .await;
+    let bundle = result.unwrap().data;
+    assert_eq!(bundle.payload, Some(json!({"parsed_by": "parse_login"})));
+    assert_eq!(
+        bundle.lifetime(),
+        Some(Duration::from_secs(60)),
+        "the parser's expiry, not the server's"
+    );
+    let old_refresh = browser.cookie("refresh_token");
+    s.clock.advance(Duration::from_secs(61));
+    assert_eq!(get_user(&client, &browser).await.unwrap(), "alice");
+    assert_eq!(s.refreshes(), 1);
+    assert_eq!(
+        browser.cookie("refresh_token"),
+        old_refresh,
+        "parse_refresh gave none: the old one is kept"
+    );
+    assert!(
+        browser.cookie("access_expires_at").is_none(),
+        "no expiry from parse_refresh"
+    );
+
+    // FieldMapping: the payload from a nested field.
+    let mapped = s
+        .builder_with(
+            s.endpoints()
+                .fields(tokenkit_core::FieldMapping::new().session_payload("user.name")),
+        )
+        .build()
+        .unwrap();
+    let (result, _) = Browser::new()
+        .visit(mapped.login(&creds(BOB), LoginOptions::new()))
+        .await;
+    assert_eq!(result.unwrap().data.payload, Some(json!("bob")));
+}
