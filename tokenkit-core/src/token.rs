@@ -175,6 +175,12 @@ impl TokenRecord {
         )
     }
 
+    /// The refresh token's lifetime as issued (`refresh_expires_at - obtained_at`), if known:
+    /// how long a session holding this record can live (cookie Max-Age, backend TTL).
+    pub fn refresh_lifetime(&self) -> Option<Duration> {
+        self.refresh_expires_at?.duration_since(self.obtained_at).ok()
+    }
+
     /// Whether both records carry the same access and refresh tokens.
     pub fn same_tokens(&self, other: &TokenRecord) -> bool {
         self.access_token == other.access_token && self.refresh_token == other.refresh_token

@@ -94,26 +94,17 @@ impl fmt::Debug for RequestBuilder {
 
 impl RequestBuilder {
     pub(crate) fn new(client: Client, method: Method, target: String) -> Self {
-        Self {
-            client: Some(client),
-            method,
-            target,
-            headers: HeaderMap::new(),
-            query: String::new(),
-            body: Bytes::new(),
-            timeout: None,
-            skip_auth: false,
-            auth_override: AuthOverride::default(),
-            retry: None,
-            context: None,
-            error: None,
-        }
+        Self::with(Some(client), None, method, target)
     }
 
     /// A request that fails with `err` when sent (the default client is not configured).
     pub(crate) fn failed(err: Error, method: Method, target: String) -> Self {
+        Self::with(None, Some(err), method, target)
+    }
+
+    fn with(client: Option<Client>, error: Option<Error>, method: Method, target: String) -> Self {
         Self {
-            client: None,
+            client,
             method,
             target,
             headers: HeaderMap::new(),
@@ -124,7 +115,7 @@ impl RequestBuilder {
             auth_override: AuthOverride::default(),
             retry: None,
             context: None,
-            error: Some(err),
+            error,
         }
     }
 
@@ -228,25 +219,29 @@ impl RequestBuilder {
 
     /// Sends the request and decodes a JSON body into `T`.
     pub async fn send<T: DeserializeOwned>(self) -> Result<ApiResponse<T>, Error> {
-        let response = self.send_bytes().await?;
-        let data = serde_json::from_slice(&response.data).map_err(|e| {
-            // serde's message may quote the body; report only where and what class of error.
-            Error::decode(format!(
-                "response body is not the expected JSON ({:?} error at line {}, column {})",
-                e.classify(),
-                e.line(),
-                e.column()
-            ))
-            .with_response(response.status, response.data.clone())
-        })?;
-        Ok(response.map(|_| data))
+        self.send_with(|response| {
+            let data = serde_json::from_slice(&response.data).map_err(|e| {
+                // serde's message may quote the body; report only where and what class of error.
+                Error::decode(format!(
+                    "response body is not the expected JSON ({:?} error at line {}, column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ))
+                .with_response(response.status, response.data.clone())
+            })?;
+            Ok(response.map(|_| data))
+        })
+        .await
     }
 
     /// Sends the request and returns the body as text (invalid UTF-8 is replaced).
     pub async fn send_text(self) -> Result<ApiResponse<String>, Error> {
-        let response = self.send_bytes().await?;
-        let text = String::from_utf8_lossy(&response.data).into_owned();
-        Ok(response.map(|_| text))
+        self.send_with(|response| {
+            let text = String::from_utf8_lossy(&response.data).into_owned();
+            Ok(response.map(|_| text))
+        })
+        .await
     }
 
     /// Overrides the client's retry policy for this request.
@@ -256,7 +251,15 @@ impl RequestBuilder {
     }
 
     /// Sends the request and returns the raw body.
-    pub async fn send_bytes(mut self) -> Result<ApiResponse<Bytes>, Error> {
+    pub async fn send_bytes(self) -> Result<ApiResponse<Bytes>, Error> {
+        self.send_with(Ok).await
+    }
+
+    /// Sends, converts the body, and lets the error interceptors observe any error.
+    async fn send_with<T>(
+        mut self,
+        convert: impl FnOnce(ApiResponse<Bytes>) -> Result<ApiResponse<T>, Error>,
+    ) -> Result<ApiResponse<T>, Error> {
         let (Some(client), None) = (self.client.clone(), &self.error) else {
             return Err(self
                 .error
@@ -267,7 +270,7 @@ impl RequestBuilder {
             .context
             .take()
             .or_else(|| client.inner.context_provider.current());
-        let result = self.execute(ctx.as_ref()).await;
+        let result = self.execute(ctx.as_ref()).await.and_then(convert);
         if let Err(err) = &result {
             for interceptor in &client.inner.interceptors.error {
                 interceptor.observe(err.clone(), ctx.clone()).await;

@@ -328,12 +328,23 @@ fn no_token() -> Error {
 }
 
 impl Core {
-    /// The record that replaced session `key` within the grace window, if any.
+    /// The record that replaced session `key` within the grace window, if it is still
+    /// usable (a token shorter-lived than the window may already have expired).
     fn successor(&self, key: u64, now: SystemTime) -> Option<Arc<TokenRecord>> {
         let window = self.policy.grace_window();
-        let successors = self.successors.lock().unwrap_or_else(PoisonError::into_inner);
-        let (record, at) = successors.get(&key)?;
-        (now.duration_since(*at).unwrap_or(Duration::ZERO) < window).then(|| Arc::clone(record))
+        let record = {
+            let successors = self.successors.lock().unwrap_or_else(PoisonError::into_inner);
+            let (record, at) = successors.get(&key)?;
+            if now.duration_since(*at).unwrap_or(Duration::ZERO) >= window {
+                return None;
+            }
+            Arc::clone(record)
+        };
+        let usable = matches!(
+            self.policy.freshness(Some(&record), now),
+            Freshness::Fresh | Freshness::Stale
+        );
+        usable.then_some(record)
     }
 
     fn remember_successor(&self, key: u64, record: &Arc<TokenRecord>, now: SystemTime) {
@@ -560,6 +571,59 @@ mod tests {
     }
 
     const DEFAULT_MAX: u32 = crate::policy::DEFAULT_MAX_RECOVERY_TRIES;
+
+    /// Issues short-lived tokens with rotating refresh tokens.
+    #[derive(Debug)]
+    struct Rotating(Arc<AtomicUsize>);
+
+    #[async_trait::async_trait]
+    impl TokenSource for Rotating {
+        async fn fetch(&self, request: FetchRequest) -> Result<TokenRecord, Error> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            TokenRecord::new(crate::AccessToken::new(format!("t{n}")), request.now)
+                .with_refresh_token(crate::RefreshToken::new(format!("r{n}")))
+                .with_expires_in(Duration::from_secs(2))
+        }
+    }
+
+    #[test]
+    fn the_grace_window_never_serves_an_expired_successor() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::default();
+        let m = Manager::new(
+            Arc::new(Rotating(Arc::clone(&calls))),
+            Arc::new(MemoryStore::new()),
+            Arc::new(StandardPolicy::default().jitter(0.0)),
+            Runtime::new().with_clock(clock.clone()),
+            Events::default(),
+            None,
+        );
+        let hints = RefreshHints::default();
+        assert_eq!(
+            block_on(m.token(None, &hints))
+                .unwrap()
+                .access_token
+                .as_ref()
+                .unwrap()
+                .secret(),
+            "t1"
+        );
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(
+            block_on(m.token(None, &hints))
+                .unwrap()
+                .access_token
+                .as_ref()
+                .unwrap()
+                .secret(),
+            "t2"
+        );
+        // t2 (2 s lifetime) is expired after 1.5 s, well inside the 5 s grace window.
+        clock.advance(Duration::from_millis(1500));
+        let third = block_on(m.token(None, &hints)).unwrap();
+        assert_eq!(third.access_token.as_ref().unwrap().secret(), "t3");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
 
     #[test]
     fn an_abandoned_flight_does_not_keep_a_dropped_client_alive() {

@@ -217,10 +217,7 @@ impl TokenStore for CookieStore {
         _replaces: Option<&TokenRecord>,
     ) -> Result<(), Error> {
         let ctx = ctx.ok_or_else(no_context)?;
-        let max_age = record
-            .refresh_expires_at
-            .and_then(|at| at.duration_since(record.obtained_at).ok())
-            .unwrap_or(DEFAULT_COOKIE_MAX_AGE);
+        let max_age = record.refresh_lifetime().unwrap_or(DEFAULT_COOKIE_MAX_AGE);
         let mut cookies = Vec::with_capacity(5);
         let mut removals = Vec::new();
         let mut put = |base: &str, value: Option<String>| match value {

@@ -183,10 +183,7 @@ impl<B: SessionBackend> TokenStore for SessionStore<B> {
         _replaces: Option<&TokenRecord>,
     ) -> Result<(), Error> {
         let id = self.session_id(ctx)?;
-        let ttl = record
-            .refresh_expires_at
-            .and_then(|at| at.duration_since(record.obtained_at).ok())
-            .unwrap_or(DEFAULT_COOKIE_MAX_AGE);
+        let ttl = record.refresh_lifetime().unwrap_or(DEFAULT_COOKIE_MAX_AGE);
         let text = serde_json::to_string(&Stored::from(&*record)).map_err(|e| {
             Error::new(
                 ErrorKind::Store,
