@@ -29,6 +29,8 @@ pub enum Fault {
     Json(serde_json::Value),
     /// Answer with this status and a `Retry-After` header of this value.
     RetryAfter(u16, String),
+    /// Start a 200 response, then break the connection in the middle of its body.
+    Reset,
 }
 
 /// How the protected resources under `/api/` behave.
@@ -116,6 +118,8 @@ pub struct AuthServer {
     addr: SocketAddr,
     state: Arc<State_>,
     task: tokio::task::JoinHandle<()>,
+    /// Set when the server runs on its own runtime ([`AuthServer::start_in_thread`]).
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -127,10 +131,33 @@ impl std::fmt::Debug for AuthServer {
 impl Drop for AuthServer {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
 impl AuthServer {
+    /// Starts a server on its own two-thread tokio runtime, so it can serve clients driven by
+    /// any executor (or none). Works inside and outside an async context.
+    pub fn start_in_thread(clock: Arc<dyn Clock>) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let start = runtime.spawn(Self::start_with_clock(clock));
+        let (tx, rx) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            let _ = tx.send(start.await);
+        });
+        let mut server = rx
+            .recv()
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)??;
+        server.runtime = Some(runtime);
+        Ok(server)
+    }
+
     /// Starts a server on the system clock.
     pub async fn start() -> std::io::Result<Self> {
         Self::start_with_clock(Arc::new(SystemClock)).await
@@ -176,7 +203,12 @@ impl AuthServer {
                 eprintln!("auth server stopped: {err}");
             }
         });
-        Ok(Self { addr, state, task })
+        Ok(Self {
+            addr,
+            state,
+            task,
+            runtime: None,
+        })
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -330,6 +362,28 @@ async fn apply(fault: Option<Fault>) -> Option<Response> {
         }
         Fault::Garbage => Some((StatusCode::OK, "<html>definitely not json").into_response()),
         Fault::Json(body) => Some((StatusCode::OK, Json(body)).into_response()),
+        Fault::Reset => {
+            // The first chunk is flushed, then the body fails: hyper aborts the connection with
+            // the response half sent.
+            let chunks = futures_util::stream::unfold(0u8, |step| async move {
+                match step {
+                    0 => Some((Ok(Bytes::from_static(b"{\"access_token\":\"partial")), 1)),
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Some((
+                            Err(std::io::Error::new(
+                                std::io::ErrorKind::ConnectionReset,
+                                "injected reset",
+                            )),
+                            2,
+                        ))
+                    }
+                    _ => None,
+                }
+            });
+            let body = axum::body::Body::from_stream(chunks);
+            Some((StatusCode::OK, [("content-type", "application/json")], body).into_response())
+        }
         Fault::RetryAfter(code, after) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             Some(

@@ -1,0 +1,65 @@
+//! The conformance suite: every scenario, written once (`scenarios.rs`, `faults.rs`), runs
+//! through every transport adapter. reqwest and hyper run on tokio; isahc runs on
+//! `futures::executor` with no tokio anywhere on the client side (the auth server runs on its
+//! own thread). Test names read `<adapter>::<scenario>`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod adapters;
+mod faults;
+mod scenarios;
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod reqwest {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    crate::$scenario::<crate::adapters::Reqwest>().await;
+                }
+            )*
+        }
+        mod hyper {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    crate::$scenario::<crate::adapters::Hyper>().await;
+                }
+            )*
+        }
+        mod isahc {
+            $(
+                #[test]
+                fn $scenario() {
+                    futures_executor::block_on(crate::$scenario::<crate::adapters::Isahc>());
+                }
+            )*
+        }
+    };
+}
+
+use faults::*;
+use scenarios::*;
+
+conformance!(
+    reuses_one_token,
+    a_thousand_requests_on_an_expired_token_share_one_fetch,
+    a_401_storm_on_a_revoked_token_causes_one_refetch,
+    proactive_refresh_before_expiry,
+    a_server_that_always_rejects_aborts_after_five_recoveries,
+    the_token_goes_only_to_the_base_origin,
+    session_login_refresh_logout,
+    two_users_concurrently_never_share_a_token,
+    rotation_with_parallel_requests_and_the_grace_window,
+    request_builder_features,
+    token_endpoint_500,
+    token_endpoint_503_then_success,
+    token_endpoint_slower_than_the_timeout,
+    token_endpoint_garbage_body,
+    refresh_invalid_grant_400,
+    refresh_connection_reset_mid_response,
+    resource_401_for_a_revoked_token,
+    resource_401_forever,
+    resource_429_with_retry_after,
+    resource_slower_than_the_timeout,
+);

@@ -1,0 +1,150 @@
+//! # tokenkit-isahc
+//!
+//! [isahc] (libcurl) as the transport of a tokenkit [`Client`]. It needs no async runtime:
+//! curl runs its own agent thread, timeouts use `futures-timer`, and it works on any
+//! executor (`futures::executor`, smol, async-std, tokio).
+//!
+//! ```no_run
+//! use tokenkit_core::ProvidedToken;
+//!
+//! # fn run() -> Result<(), tokenkit_core::Error> {
+//! let client = tokenkit_isahc::builder("http://127.0.0.1:8080")?
+//!     .provider(|| async { Ok::<_, std::io::Error>(ProvidedToken::new("token", 3600)) })
+//!     .build()?;
+//! let me = futures_executor::block_on(client.get("/me").send::<serde_json::Value>())?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## How curl is built
+//! libcurl is compiled from source and linked statically (isahc's `static-curl`, through
+//! `curl-sys`): no system curl package is needed, only a C compiler. HTTPS is enabled by the
+//! `rustls` feature (curl's rustls backend). Without a Spawn hook, refreshes in the proactive
+//! window run inline (the request that notices them waits), which keeps the adapter
+//! runtime-agnostic.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::AsyncReadExt;
+use isahc::error::ErrorKind as IsahcErrorKind;
+use isahc::{AsyncBody, HttpClient};
+use tokenkit_core::runtime::{BoxFuture, Runtime, Sleep};
+use tokenkit_core::{Client, ClientBuilder, Error, ErrorKind, Transport, TransportError, TransportErrorKind};
+
+pub use isahc;
+
+/// The default cap on a buffered response body: 16 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A [`Transport`] over an `isahc::HttpClient`.
+#[derive(Debug, Clone)]
+pub struct IsahcTransport {
+    client: HttpClient,
+    max_response_bytes: usize,
+}
+
+impl From<HttpClient> for IsahcTransport {
+    fn from(client: HttpClient) -> Self {
+        Self {
+            client,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+impl IsahcTransport {
+    /// A client with isahc's defaults. Fails only if curl cannot be initialised.
+    pub fn new() -> Result<Self, Error> {
+        HttpClient::new().map(Self::from).map_err(|e| {
+            Error::new(ErrorKind::Config, "could not initialise the isahc client").with_source(e)
+        })
+    }
+
+    /// Caps the size of a buffered response body (default 16 MiB).
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
+        self
+    }
+}
+
+#[async_trait]
+impl Transport for IsahcTransport {
+    async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
+        let (parts, body) = request.into_parts();
+        let request = http::Request::from_parts(parts, AsyncBody::from(body.to_vec()));
+        let response = self.client.send_async(request).await.map_err(map_error)?;
+        let (parts, mut body) = response.into_parts();
+        let limit = self.max_response_bytes;
+        let mut buf = Vec::new();
+        (&mut body)
+            .take(limit as u64 + 1)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(TransportError::other)?;
+        if buf.len() > limit {
+            return Err(TransportError::new(
+                TransportErrorKind::Other,
+                format!("response body exceeds the limit of {limit} bytes"),
+            ));
+        }
+        Ok(http::Response::from_parts(parts, Bytes::from(buf)))
+    }
+}
+
+/// Maps every isahc error to a transport error kind.
+fn map_error(err: isahc::Error) -> TransportError {
+    match err.kind() {
+        IsahcErrorKind::ConnectionFailed
+        | IsahcErrorKind::NameResolution
+        | IsahcErrorKind::BadServerCertificate => TransportError::connect(err),
+        IsahcErrorKind::Timeout => TransportError::timeout(err),
+        _ => TransportError::other(err),
+    }
+}
+
+/// A runtime-agnostic [`Sleep`] on `futures-timer`'s timer thread.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TimerSleep;
+
+impl Sleep for TimerSleep {
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(futures_timer::Delay::new(duration))
+    }
+}
+
+/// The system clock and [`TimerSleep`]; no spawner (refreshes run inline).
+pub fn runtime() -> Runtime {
+    Runtime::new().with_sleep(TimerSleep)
+}
+
+/// A [`ClientBuilder`] with a default [`IsahcTransport`] and the runtime-agnostic hooks.
+pub fn builder(base_url: impl Into<String>) -> Result<ClientBuilder, Error> {
+    Ok(with_transport(base_url, IsahcTransport::new()?))
+}
+
+/// A [`ClientBuilder`] over your own [`IsahcTransport`].
+pub fn with_transport(base_url: impl Into<String>, transport: IsahcTransport) -> ClientBuilder {
+    Client::builder(base_url).transport(transport).runtime(runtime())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_refused_is_a_connect_error_without_any_runtime() {
+        let t = IsahcTransport::new().unwrap();
+        let req = http::Request::get("http://127.0.0.1:9/")
+            .body(Bytes::new())
+            .unwrap();
+        let err = futures_executor::block_on(t.send(req)).unwrap_err();
+        assert_eq!(err.kind(), TransportErrorKind::Connect);
+    }
+
+    #[test]
+    fn timer_sleep_needs_no_runtime() {
+        futures_executor::block_on(TimerSleep.sleep(Duration::from_millis(5)));
+    }
+}
