@@ -105,7 +105,7 @@ impl TransportError {
 
 /// Sends `request` through `transport`, racing it against `timeout` when a sleeper exists.
 pub(crate) async fn send_with_timeout(
-    transport: &dyn Transport,
+    transport: &(dyn Transport + '_),
     sleep: Option<&dyn crate::runtime::Sleep>,
     request: http::Request<Bytes>,
     timeout: Option<std::time::Duration>,

@@ -68,28 +68,33 @@ impl ReqwestTransport {
 impl Transport for ReqwestTransport {
     async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
         let request = reqwest::Request::try_from(request).map_err(map_error)?;
-        let mut response = self.client.execute(request).await.map_err(map_error)?;
-        if response
-            .content_length()
-            .is_some_and(|len| len > self.max_response_bytes as u64)
-        {
-            return Err(too_large(self.max_response_bytes));
-        }
-        let mut builder = http::Response::builder()
-            .status(response.status())
-            .version(response.version());
-        if let Some(headers) = builder.headers_mut() {
-            *headers = std::mem::take(response.headers_mut());
-        }
-        let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(map_error)? {
-            if body.len() + chunk.len() > self.max_response_bytes {
-                return Err(too_large(self.max_response_bytes));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        builder.body(body.freeze()).map_err(TransportError::other)
+        let response = self.client.execute(request).await.map_err(map_error)?;
+        buffer(response, self.max_response_bytes).await
     }
+}
+
+/// Buffers a reqwest response, refusing bodies over `limit` bytes.
+async fn buffer(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<http::Response<Bytes>, TransportError> {
+    if response.content_length().is_some_and(|len| len > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let mut builder = http::Response::builder()
+        .status(response.status())
+        .version(response.version());
+    if let Some(headers) = builder.headers_mut() {
+        *headers = std::mem::take(response.headers_mut());
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(map_error)? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    builder.body(body.freeze()).map_err(TransportError::other)
 }
 
 fn too_large(limit: usize) -> TransportError {
@@ -111,6 +116,9 @@ fn map_error(err: reqwest::Error) -> TransportError {
         TransportError::other(err)
     }
 }
+
+#[cfg(feature = "middleware")]
+pub mod middleware;
 
 /// A [`ClientBuilder`] with a default `reqwest::Client` and the tokio runtime hooks.
 pub fn builder(base_url: impl Into<String>) -> ClientBuilder {

@@ -191,11 +191,37 @@ impl Client {
 
     pub(crate) async fn send_with_timeout(
         &self,
+        transport: &(dyn Transport + '_),
         request: http::Request<bytes::Bytes>,
         timeout: Option<Duration>,
     ) -> Result<http::Response<bytes::Bytes>, Error> {
         let sleep = self.inner.runtime.sleep.as_deref();
-        crate::transport::send_with_timeout(&*self.inner.transport, sleep, request, timeout).await
+        crate::transport::send_with_timeout(transport, sleep, request, timeout).await
+    }
+
+    /// Sends a prepared request through the full flow — token injection (base origin only),
+    /// interceptors, retry, recovery after a rejected token — and returns the final response
+    /// as is, whatever its status. For embedding tokenkit into another HTTP stack.
+    pub async fn send_http(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, Error> {
+        RequestBuilder::from_http(self.clone(), request)
+            .send_raw(&*self.inner.transport)
+            .await
+    }
+
+    /// Like [`send_http`](Self::send_http), but the API call goes through `transport` (an
+    /// existing middleware chain, a tower service) while token endpoints keep using the
+    /// client's own transport. All rotation state is the client's.
+    pub async fn send_http_via(
+        &self,
+        transport: &(dyn Transport + '_),
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, Error> {
+        RequestBuilder::from_http(self.clone(), request)
+            .send_raw(transport)
+            .await
     }
 }
 

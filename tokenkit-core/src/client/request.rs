@@ -15,6 +15,7 @@ use crate::context::{Context, Operation};
 use crate::error::{AuthFailure, Error, ErrorKind};
 use crate::redact::{is_sensitive_header, RedactedHeaders};
 use crate::source::RefreshHints;
+use crate::transport::Transport;
 use crate::urls;
 
 /// Per-request overrides of the auth configuration (astro-tokenkit's `auth` request option),
@@ -283,7 +284,34 @@ impl RequestBuilder {
     /// network errors and retryable statuses (idempotent methods) → on a rejected status,
     /// compare-and-refresh and replay (at most `max_recovery_tries`) → response interceptors
     /// → status check.
-    async fn execute(mut self, ctx: Option<&Context>) -> Result<ApiResponse<Bytes>, Error> {
+    async fn execute(self, ctx: Option<&Context>) -> Result<ApiResponse<Bytes>, Error> {
+        let Some(client) = self.client.clone() else {
+            return Err(Error::config("the request has no client"));
+        };
+        let (url, response) = self.exchange(ctx, &*client.inner.transport).await?;
+        let (parts, body) = response.into_parts();
+        if parts.status.is_success() {
+            return Ok(ApiResponse {
+                data: body,
+                status: parts.status,
+                headers: parts.headers,
+                url,
+            });
+        }
+        let what = format!("{} {}", parts.status.as_u16(), url.path());
+        let kind = match parts.status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Auth(AuthFailure::Rejected),
+            _ => ErrorKind::Status,
+        };
+        Err(Error::new(kind, what).with_response(parts.status, body))
+    }
+
+    /// The exchange through `transport`: the final response, whatever its status.
+    async fn exchange(
+        mut self,
+        ctx: Option<&Context>,
+        transport: &(dyn Transport + '_),
+    ) -> Result<(::url::Url, http::Response<Bytes>), Error> {
         let Some(client) = self.client.clone() else {
             return Err(Error::config("the request has no client"));
         };
@@ -334,7 +362,7 @@ impl RequestBuilder {
             for interceptor in &inner.interceptors.request {
                 request = interceptor.intercept(request, ctx.cloned()).await?;
             }
-            let response = match client.send_with_timeout(request, timeout).await {
+            let response = match client.send_with_timeout(transport, request, timeout).await {
                 Ok(response) => response,
                 Err(err) if retry.retries_error(&self.method, attempt, &err) => {
                     client.backoff(retry, attempt, None, &err.to_string()).await;
@@ -374,21 +402,45 @@ impl RequestBuilder {
         for interceptor in &inner.interceptors.response {
             response = interceptor.intercept(response, ctx.cloned()).await?;
         }
-        let (parts, body) = response.into_parts();
-        if parts.status.is_success() {
-            return Ok(ApiResponse {
-                data: body,
-                status: parts.status,
-                headers: parts.headers,
-                url,
-            });
-        }
-        let what = format!("{} {}", parts.status.as_u16(), url.path());
-        let kind = match parts.status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Auth(AuthFailure::Rejected),
-            _ => ErrorKind::Status,
+        Ok((url, response))
+    }
+
+    /// Sends a prepared request through the full flow and returns the final response as is
+    /// (non-2xx included): the entry point of embeddings ([`Client::send_http_via`]).
+    pub(crate) async fn send_raw(
+        mut self,
+        transport: &(dyn Transport + '_),
+    ) -> Result<http::Response<Bytes>, Error> {
+        let (Some(client), None) = (self.client.clone(), &self.error) else {
+            return Err(self
+                .error
+                .take()
+                .unwrap_or_else(|| Error::config("the request has no client")));
         };
-        Err(Error::new(kind, what).with_response(parts.status, body))
+        let ctx = self
+            .context
+            .take()
+            .or_else(|| client.inner.context_provider.current());
+        let result = self
+            .exchange(ctx.as_ref(), transport)
+            .await
+            .map(|(_, response)| response);
+        if let Err(err) = &result {
+            for interceptor in &client.inner.interceptors.error {
+                interceptor.observe(err.clone(), ctx.clone()).await;
+            }
+        }
+        result
+    }
+
+    /// A request builder from a prepared `http::Request` (its URI may be absolute or a path).
+    pub(crate) fn from_http(client: Client, request: http::Request<Bytes>) -> Self {
+        let (parts, body) = request.into_parts();
+        let target = parts.uri.to_string();
+        let mut builder = Self::new(client, parts.method, target);
+        builder.headers = parts.headers;
+        builder.body = body;
+        builder
     }
 }
 

@@ -1,0 +1,113 @@
+//! tokenkit as a `reqwest_middleware::Middleware` (feature `middleware`), for applications
+//! that already have a reqwest-middleware chain.
+//!
+//! ```no_run
+//! # fn run(client: tokenkit_core::Client) {
+//! let chain = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(tokenkit_reqwest::middleware::TokenMiddleware::new(client))
+//!     .build();
+//! # }
+//! ```
+//!
+//! The rest of the chain (and reqwest) sends the API calls; the tokenkit [`Client`] supplies
+//! tokens, refreshes and recovery, with all its rotation state. Requests must have buffered
+//! bodies (a streaming body cannot be replayed after a refresh); responses are buffered.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::Extensions;
+use reqwest_middleware::{Middleware, Next};
+use tokenkit_core::{Client, Transport, TransportError};
+
+use super::{buffer, map_error, DEFAULT_MAX_RESPONSE_BYTES};
+
+/// Token injection, refresh and recovery for a reqwest-middleware chain.
+#[derive(Debug, Clone)]
+pub struct TokenMiddleware {
+    client: Client,
+    max_response_bytes: usize,
+}
+
+impl TokenMiddleware {
+    /// A middleware driven by `client`'s configuration and rotation state.
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// The rest of the chain as a tokenkit [`Transport`]: each attempt runs a clone of `Next`.
+struct NextTransport<'a> {
+    next: Next<'a>,
+    extensions: tokio::sync::Mutex<&'a mut Extensions>,
+    max_response_bytes: usize,
+}
+
+impl std::fmt::Debug for NextTransport<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NextTransport")
+    }
+}
+
+#[async_trait]
+impl Transport for NextTransport<'_> {
+    async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
+        let request = reqwest::Request::try_from(request).map_err(map_error)?;
+        let mut extensions = self.extensions.lock().await;
+        let response = self
+            .next
+            .clone()
+            .run(request, &mut extensions)
+            .await
+            .map_err(|err| match err {
+                reqwest_middleware::Error::Reqwest(err) => map_error(err),
+                other => TransportError::other(other),
+            })?;
+        buffer(response, self.max_response_bytes).await
+    }
+}
+
+#[async_trait]
+impl Middleware for TokenMiddleware {
+    async fn handle(
+        &self,
+        request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let body = match request.body() {
+            None => Bytes::new(),
+            Some(body) => match body.as_bytes() {
+                Some(bytes) => Bytes::copy_from_slice(bytes),
+                None => {
+                    return Err(reqwest_middleware::Error::middleware(tokenkit_core::Error::new(
+                        tokenkit_core::ErrorKind::Config,
+                        "a streaming request body cannot be replayed after a refresh; buffer it",
+                    )))
+                }
+            },
+        };
+        let mut prepared = http::Request::new(body);
+        *prepared.method_mut() = request.method().clone();
+        *prepared.uri_mut() = http::Uri::try_from(request.url().as_str()).map_err(|e| {
+            reqwest_middleware::Error::middleware(tokenkit_core::Error::new(
+                tokenkit_core::ErrorKind::Url,
+                format!("invalid URL: {e}"),
+            ))
+        })?;
+        *prepared.headers_mut() = request.headers().clone();
+        let transport = NextTransport {
+            next,
+            extensions: tokio::sync::Mutex::new(extensions),
+            max_response_bytes: self.max_response_bytes,
+        };
+        let response = self
+            .client
+            .send_http_via(&transport, prepared)
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        Ok(reqwest::Response::from(response))
+    }
+}
