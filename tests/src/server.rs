@@ -186,29 +186,40 @@ impl AuthServer {
             next_id: AtomicU64::new(1),
             salt: u64::from(addr.port()).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         });
-        let app = Router::new()
-            .route("/oauth/token", post(token))
-            .route("/auth/login", post(login_json))
-            .route("/auth/refresh", post(refresh_json))
-            .route("/auth/logout", post(logout))
-            .route("/form-auth/login", post(login_form))
-            .route("/form-auth/refresh", post(refresh_form))
-            .route("/form-auth/logout", post(logout))
-            .route("/api/{*rest}", any(resource))
-            .route("/public/{*rest}", any(public))
-            .layer(middleware::from_fn_with_state(Arc::clone(&state), log_request))
-            .with_state(Arc::clone(&state));
-        let task = tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
-                eprintln!("auth server stopped: {err}");
-            }
-        });
+        let task = serve(listener, Arc::clone(&state));
         Ok(Self {
             addr,
             state,
             task,
             runtime: None,
         })
+    }
+
+    /// Takes the server off the network: the listener and every open connection close (as
+    /// when a process dies). Only for servers started with [`start_in_thread`](Self::start_in_thread).
+    pub fn go_away(&mut self) {
+        self.task.abort();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    /// Brings a server taken away by [`go_away`](Self::go_away) back on the same port, with
+    /// all its state (issued tokens, sessions, faults).
+    pub fn come_back(&mut self) -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let (addr, state) = (self.addr, Arc::clone(&self.state));
+        let (tx, rx) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            let bound = tokio::net::TcpListener::bind(addr).await.map(|l| serve(l, state));
+            let _ = tx.send(bound);
+        });
+        self.task = rx.recv().map_err(std::io::Error::other)??;
+        self.runtime = Some(runtime);
+        Ok(())
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -318,6 +329,27 @@ impl AuthServer {
     pub fn tokens_issued(&self) -> u64 {
         self.state.next_id.load(Ordering::SeqCst) - 1
     }
+}
+
+/// Serves the routes on `listener` in a task of the current runtime.
+fn serve(listener: tokio::net::TcpListener, state: Arc<State_>) -> tokio::task::JoinHandle<()> {
+    let app = Router::new()
+        .route("/oauth/token", post(token))
+        .route("/auth/login", post(login_json))
+        .route("/auth/refresh", post(refresh_json))
+        .route("/auth/logout", post(logout))
+        .route("/form-auth/login", post(login_form))
+        .route("/form-auth/refresh", post(refresh_form))
+        .route("/form-auth/logout", post(logout))
+        .route("/api/{*rest}", any(resource))
+        .route("/public/{*rest}", any(public))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), log_request))
+        .with_state(state);
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            eprintln!("auth server stopped: {err}");
+        }
+    })
 }
 
 async fn log_request(State(state): State<Arc<State_>>, request: Request, next: Next) -> Response {

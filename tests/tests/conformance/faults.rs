@@ -174,3 +174,47 @@ pub(crate) async fn resource_slower_than_the_timeout<A: Adapter>() {
         .is_timeout());
     assert_eq!(get_id(&client, "/api/a").await, 1, "the token survived");
 }
+
+pub(crate) async fn the_server_goes_away_and_comes_back<A: Adapter>() {
+    let mut w = world();
+    let client = w
+        .provider_builder::<A>()
+        .retry(RetryConfig::none())
+        .build()
+        .unwrap();
+    let sessions = w
+        .session_builder::<A>()
+        .retry(RetryConfig::none())
+        .build()
+        .unwrap();
+    let browser = Browser::new();
+    login(&sessions, &browser, "alice", "wonderland").await;
+    let token = get_id(&client, "/api/a").await;
+    let fetched = w.server.token_requests();
+
+    w.server.go_away();
+    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
+    assert!(err.is_transport(), "{err:?}");
+    assert!(user_of(&sessions, &browser).await.unwrap_err().is_transport());
+    assert_eq!(browser.snapshot().len(), 5, "the session survives the outage");
+
+    w.server.come_back().unwrap();
+    // A pooled connection may be dead after the outage; a retry absorbs that.
+    let retry = RetryConfig::new().delay(Duration::from_millis(5));
+    let back = client
+        .get("/api/a")
+        .retry(retry.clone())
+        .send::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::scenarios::token_id(&back.data),
+        token,
+        "the same token, still valid"
+    );
+    assert_eq!(w.server.token_requests(), fetched, "no refetch");
+    let (result, _) = browser
+        .visit(sessions.get("/api/me").retry(retry).send::<Value>())
+        .await;
+    assert_eq!(result.unwrap().data["user"], "alice", "same session, no re-login");
+}

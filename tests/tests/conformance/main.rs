@@ -62,4 +62,5 @@ conformance!(
     resource_401_forever,
     resource_429_with_retry_after,
     resource_slower_than_the_timeout,
+    the_server_goes_away_and_comes_back,
 );
