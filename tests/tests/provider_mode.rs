@@ -50,30 +50,6 @@ fn token_id(body: &Value) -> u64 {
     body["token_id"].as_u64().expect("token_id")
 }
 
-#[tokio::test]
-async fn fetches_one_token_and_reuses_it() {
-    let s = setup().await;
-    let client = s.client();
-    for _ in 0..3 {
-        let resp = client.get("/api/things").send::<Value>().await.unwrap();
-        assert_eq!(resp.status, 200);
-        assert_eq!(token_id(&resp.data), 1);
-    }
-    assert_eq!(s.server.token_requests(), 1);
-    let auths: Vec<_> = s
-        .server
-        .log()
-        .into_iter()
-        .filter(|r| r.path == "/api/things")
-        .map(|r| r.authorization)
-        .collect();
-    assert_eq!(auths.len(), 3);
-    assert!(auths
-        .iter()
-        .all(|a| a.as_deref().is_some_and(|v| v.starts_with("Bearer tk000001"))));
-    assert_eq!(s.recorder.count("token_refresh"), 1);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_requests_share_one_fetch_on_an_expired_token() {
     let s = setup().await;
@@ -129,37 +105,6 @@ async fn two_hundred_requests_rejected_with_one_revoked_token_cause_one_refetch(
     assert_eq!(s.recorder.count("recovery_abort"), 0);
 }
 
-#[tokio::test]
-async fn proactive_refresh_runs_in_the_background_and_the_valid_token_is_used_meanwhile() {
-    let s = setup().await;
-    s.server.set_token_lifetime(Duration::from_secs(100));
-    let client = s.client();
-    assert_eq!(
-        token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
-        1
-    );
-    // 10 s buffer: stale from 90 s.
-    s.clock.advance(Duration::from_secs(89));
-    assert_eq!(
-        token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
-        1
-    );
-    assert_eq!(s.server.token_requests(), 1, "not due yet");
-    s.clock.advance(Duration::from_secs(2));
-    let resp = client.get("/api/a").send::<Value>().await.unwrap();
-    assert_eq!(
-        token_id(&resp.data),
-        1,
-        "the stale request itself uses the valid token"
-    );
-    s.recorder.wait_for("token_refresh", 2).await;
-    assert_eq!(
-        token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
-        2
-    );
-    assert_eq!(s.server.token_requests(), 2);
-}
-
 fn runtime_without_spawn() -> Runtime {
     Runtime::new().with_sleep(tokenkit_tokio::TokioSleep)
 }
@@ -180,91 +125,6 @@ async fn without_a_spawner_the_proactive_refresh_is_awaited_inline() {
     assert_eq!(token_id(&resp.data), 2, "refreshed before the request was sent");
     let paths: Vec<_> = s.server.log().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/oauth/token", "/api/a", "/oauth/token", "/api/a"]);
-}
-
-#[tokio::test]
-async fn a_failed_proactive_refresh_keeps_the_valid_token_and_pauses_before_retrying() {
-    for spawn in [true, false] {
-        let s = setup().await;
-        s.server.set_token_lifetime(Duration::from_secs(100));
-        let mut builder = s.builder();
-        if !spawn {
-            builder = builder.runtime(runtime_without_spawn()).clock(s.clock.clone());
-        }
-        let client = builder.build().unwrap();
-        client.get("/api/a").send::<Value>().await.unwrap();
-        s.clock.advance(Duration::from_secs(91));
-        s.server.fail_next_token_requests(1, Fault::Status(503));
-        let resp = client.get("/api/a").send::<Value>().await.unwrap();
-        assert_eq!(token_id(&resp.data), 1, "spawn={spawn}");
-        s.recorder.wait_for("token_request_fail", 1).await;
-        assert_eq!(s.server.token_requests(), 2);
-        // Within the retry delay (5 s) the valid token is used without calling the endpoint.
-        for _ in 0..5 {
-            assert_eq!(
-                token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
-                1
-            );
-        }
-        assert_eq!(
-            s.server.token_requests(),
-            2,
-            "spawn={spawn}: no hammering of a failing endpoint"
-        );
-        // After it, the next request tries again and succeeds.
-        s.clock.advance(Duration::from_secs(5));
-        client.get("/api/a").send::<Value>().await.unwrap();
-        s.recorder.wait_for("token_refresh", 2).await;
-        assert_eq!(
-            token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
-            2,
-            "spawn={spawn}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn tokens_shorter_than_the_refresh_window_do_not_cause_a_refetch_loop() {
-    let s = setup().await;
-    // 4 s tokens against a 10 s buffer: the window is capped at 2 s.
-    s.server.set_token_lifetime(Duration::from_secs(4));
-    let client = s.client();
-    for _ in 0..20 {
-        assert_eq!(
-            token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
-            1
-        );
-    }
-    s.clock.advance(Duration::from_millis(1500));
-    for _ in 0..20 {
-        client.get("/api/a").send::<Value>().await.unwrap();
-    }
-    assert_eq!(s.server.token_requests(), 1, "fresh for half its lifetime");
-}
-
-#[tokio::test]
-async fn a_failed_mandatory_refresh_fails_the_request_with_the_reason() {
-    let s = setup().await;
-    let client = s.client();
-    client.get("/api/a").send::<Value>().await.unwrap();
-    s.clock.advance(Duration::from_secs(7200));
-    s.server.fail_next_token_requests(1, Fault::Status(500));
-    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
-    assert_eq!(err.auth_failure(), Some(AuthFailure::TokenUnavailable));
-    let source = std::error::Error::source(&err)
-        .map(|s| s.to_string())
-        .unwrap_or_default();
-    assert!(source.contains("500"), "the cause is kept: {source}");
-    assert_eq!(
-        s.server.count("/api/a"),
-        1,
-        "the request was not sent without a token"
-    );
-    // The session recovers on the next call.
-    assert_eq!(
-        token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),
-        2
-    );
 }
 
 #[tokio::test]
@@ -343,85 +203,6 @@ async fn a_server_that_always_answers_401_aborts_after_5_recoveries() {
 }
 
 #[tokio::test]
-async fn max_recovery_tries_zero_means_no_recovery() {
-    let s = setup().await;
-    let client = s.builder().max_recovery_tries(0).build().unwrap();
-    client.get("/api/a").send::<Value>().await.unwrap();
-    s.server.revoke_all();
-    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
-    assert_eq!(err.auth_failure(), Some(AuthFailure::RecoveryExhausted));
-    assert_eq!(s.server.token_requests(), 1);
-    assert_eq!(s.recorder.count("recovery_abort"), 1);
-}
-
-#[tokio::test]
-async fn refresh_on_status_is_configurable() {
-    let s = setup().await;
-    let client = s
-        .builder()
-        .refresh_on_status([http::StatusCode::UNAUTHORIZED, http::StatusCode::FORBIDDEN])
-        .build()
-        .unwrap();
-    client.get("/api/a").send::<Value>().await.unwrap();
-    s.server.fail_next_resource_requests(1, Fault::Status(403));
-    let resp = client.get("/api/a").send::<Value>().await.unwrap();
-    assert_eq!(token_id(&resp.data), 2, "403 triggered a recovery");
-
-    // Without 403 in the list, a 403 is an auth error and nothing is refetched.
-    let plain = s.client();
-    s.server.fail_next_resource_requests(1, Fault::Status(403));
-    let err = plain.get("/api/a").send::<Value>().await.unwrap_err();
-    assert_eq!(err.auth_failure(), Some(AuthFailure::Rejected));
-    assert_eq!(err.status(), Some(http::StatusCode::FORBIDDEN));
-}
-
-#[tokio::test]
-async fn the_token_goes_only_to_the_base_origin() {
-    let s = setup().await;
-    let other = AuthServer::start().await.unwrap();
-    let client = s.client();
-    let resp = client
-        .get(format!("{}/public/x", other.url()))
-        .send::<Value>()
-        .await
-        .unwrap();
-    assert_eq!(resp.data["authorization_present"], false);
-    assert!(other.log().iter().all(|r| r.authorization.is_none()));
-    assert_eq!(s.server.token_requests(), 0, "no token was even fetched");
-    // Same origin, absolute URL: injected.
-    let resp = client
-        .get(format!("{}/api/abs", s.server.url()))
-        .send::<Value>()
-        .await
-        .unwrap();
-    assert_eq!(token_id(&resp.data), 1);
-    // skip_auth: never injected, even on the base origin.
-    let resp = client.get("/public/x").skip_auth().send::<Value>().await.unwrap();
-    assert_eq!(resp.data["authorization_present"], false);
-}
-
-#[tokio::test]
-async fn header_name_and_formatter_are_configurable() {
-    let s = setup().await;
-    let client = s
-        .builder()
-        .header_name("x-auth")
-        .formatter(|token| format!("Token {token}"))
-        .build()
-        .unwrap();
-    client.get("/public/x").send::<Value>().await.unwrap();
-    let entry = s
-        .server
-        .log()
-        .into_iter()
-        .find(|r| r.path == "/public/x")
-        .unwrap();
-    assert!(entry.authorization.is_none());
-    let value = entry.headers.get("x-auth").unwrap().to_str().unwrap().to_owned();
-    assert!(value.starts_with("Token tk000001"), "{value}");
-}
-
-#[tokio::test]
 async fn request_timeouts_and_token_fetch_timeouts_are_typed() {
     let s = setup().await;
     let client = s
@@ -449,29 +230,6 @@ async fn request_timeouts_and_token_fetch_timeouts_are_typed() {
         .send::<Value>()
         .await;
     assert!(ok.is_ok());
-}
-
-#[tokio::test]
-async fn non_success_statuses_are_typed_errors_with_status_and_body() {
-    let s = setup().await;
-    let client = s.builder().retry(RetryConfig::none()).build().unwrap();
-    s.server.fail_next_resource_requests(1, Fault::Status(500));
-    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Status);
-    assert_eq!(err.status(), Some(http::StatusCode::INTERNAL_SERVER_ERROR));
-    let body: Value = serde_json::from_slice(err.body().unwrap()).unwrap();
-    assert_eq!(body["error"], "injected_fault");
-    // A body that is not the expected JSON is a decode error, not a panic.
-    s.server.fail_next_resource_requests(1, Fault::Garbage);
-    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Decode);
-    // Connection refused is a connect error.
-    let dead = tokenkit_reqwest::builder("http://127.0.0.1:9")
-        .retry(RetryConfig::none())
-        .build()
-        .unwrap();
-    let err = dead.get("/x").send_bytes().await.unwrap_err();
-    assert!(err.is_connect(), "{err:?}");
 }
 
 #[tokio::test]
@@ -568,118 +326,4 @@ async fn a_refresh_completes_and_is_stored_when_its_caller_is_dropped() {
         1
     );
     assert_eq!(s.server.token_requests(), 1);
-}
-
-#[tokio::test]
-async fn request_builder_sends_query_json_form_and_bytes() {
-    let s = setup().await;
-    let client = tokenkit_reqwest::builder(format!("{}/api/", s.server.url()))
-        .clock(s.clock.clone())
-        .provider(token_provider(s.server.token_url()))
-        .header("x-default", "1")
-        .build()
-        .unwrap();
-    let resp = client
-        .get("/items?page=2")
-        .query(&[("sort", "name"), ("q", "a b")])
-        .send::<Value>()
-        .await
-        .unwrap();
-    assert_eq!(resp.data["path"], "/api/items");
-    assert_eq!(resp.data["query"], "page=2&sort=name&q=a+b");
-    assert_eq!(
-        resp.url.as_str(),
-        format!("{}/api/items?page=2&sort=name&q=a+b", s.server.url())
-    );
-
-    let resp = client
-        .post("items")
-        .json(&serde_json::json!({"n": 1}))
-        .send::<Value>()
-        .await
-        .unwrap();
-    assert_eq!(resp.data["method"], "POST");
-    assert_eq!(resp.data["content_type"], "application/json");
-    assert_eq!(resp.data["body"], r#"{"n":1}"#);
-
-    let resp = client
-        .put("items/1")
-        .form(&[("a", "1"), ("b", "x y")])
-        .send::<Value>()
-        .await
-        .unwrap();
-    assert_eq!(resp.data["content_type"], "application/x-www-form-urlencoded");
-    assert_eq!(resp.data["body"], "a=1&b=x+y");
-
-    let resp = client
-        .patch("items/1")
-        .body("raw", "text/plain")
-        .send::<Value>()
-        .await
-        .unwrap();
-    assert_eq!(resp.data["body"], "raw");
-    let resp = client.delete("items/1").send_text().await.unwrap();
-    assert!(resp.data.contains("DELETE"));
-    let logged = s
-        .server
-        .log()
-        .into_iter()
-        .rfind(|r| r.path == "/api/items/1")
-        .unwrap();
-    assert_eq!(logged.headers.get("x-default").unwrap(), "1");
-}
-
-#[tokio::test]
-async fn clients_are_independent() {
-    let s = setup().await;
-    let a = s.client();
-    let b = s.client();
-    assert_eq!(token_id(&a.get("/api/a").send::<Value>().await.unwrap().data), 1);
-    assert_eq!(token_id(&b.get("/api/a").send::<Value>().await.unwrap().data), 2);
-    assert_eq!(
-        token_id(&a.clone().get("/api/a").send::<Value>().await.unwrap().data),
-        1,
-        "clones share state"
-    );
-    assert_eq!(
-        a.token()
-            .await
-            .unwrap()
-            .access_token
-            .as_ref()
-            .unwrap()
-            .secret()
-            .len(),
-        25
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_rejection_retries_with_the_newer_token_without_refetching() {
-    let s = setup().await;
-    let client = s.client();
-    client.get("/api/warmup").send::<Value>().await.unwrap();
-    s.server.revoke_all();
-    // Request A is held by the server, then rejected (its token is revoked)...
-    s.server
-        .fail_next_resource_requests(1, Fault::Delay(Duration::from_millis(500)));
-    let slow = tokio::spawn({
-        let c = client.clone();
-        async move { c.get("/api/slow").send::<Value>().await }
-    });
-    for _ in 0..200 {
-        if s.server.count("/api/slow") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(s.server.count("/api/slow"), 1);
-    // ...while request B is rejected and recovers first, storing token 2.
-    assert_eq!(
-        token_id(&client.get("/api/fast").send::<Value>().await.unwrap().data),
-        2
-    );
-    // A's rejection then finds a newer token current: replay with it, no second fetch.
-    assert_eq!(token_id(&slow.await.unwrap().unwrap().data), 2);
-    assert_eq!(s.server.token_requests(), 2, "warm-up + one refresh");
 }

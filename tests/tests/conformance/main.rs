@@ -7,7 +7,9 @@
 
 mod adapters;
 mod faults;
+mod provider;
 mod scenarios;
+mod session;
 
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
@@ -39,7 +41,9 @@ macro_rules! conformance {
 }
 
 use faults::*;
+use provider::*;
 use scenarios::*;
+use session::*;
 
 conformance!(
     reuses_one_token,
@@ -63,4 +67,19 @@ conformance!(
     resource_429_with_retry_after,
     resource_slower_than_the_timeout,
     the_server_goes_away_and_comes_back,
+    a_failed_proactive_refresh_keeps_the_token_and_pauses,
+    short_lived_tokens_cause_no_refetch_loop,
+    zero_recoveries_and_configurable_rejection_statuses,
+    header_name_and_formatter,
+    typed_errors_for_statuses_bodies_and_connections,
+    malformed_token_responses,
+    a_late_rejection_uses_the_newer_token,
+    independent_clients_and_custom_runtime_hooks,
+    form_encoded_auth_and_camel_case_responses,
+    login_failures_are_typed,
+    refresh_propagates_headers_data_and_params,
+    refresh_without_a_new_refresh_token_and_refresh_token_only_sessions,
+    logout_always_clears_and_clear_calls_nothing,
+    sessions_in_a_session_backend,
+    login_and_logout_timeouts,
 );
