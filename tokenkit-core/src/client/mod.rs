@@ -125,6 +125,22 @@ impl Client {
         &self.inner.base
     }
 
+    /// Runs `future` with `ctx` bound as the current context, through this client's context
+    /// provider (the task-scoped one by default). Framework adapters call this per request.
+    pub async fn scope<F>(&self, ctx: Context, future: F) -> Result<F::Output, Error>
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        let mut output = None;
+        let slot = &mut output;
+        self.inner
+            .context_provider
+            .scope(ctx, Box::pin(async move { *slot = Some(future.await) }))
+            .await;
+        output.ok_or_else(|| Error::config("the context provider's run function did not run the future"))
+    }
+
     /// A request with any method.
     pub fn request(&self, method: Method, target: impl Into<String>) -> RequestBuilder {
         RequestBuilder::new(self.clone(), method, target.into())

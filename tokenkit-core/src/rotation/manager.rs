@@ -218,8 +218,25 @@ impl Manager {
             RejectionDecision::RefreshAndRetry => {
                 let key = self.key(ctx, Some(rejected), hints);
                 let rejected_token = rejected.access_token.clone();
-                self.refresh(key, ctx, FetchReason::Rejected, rejected_token, hints)
-                    .await?
+                match self
+                    .refresh(key, ctx, FetchReason::Rejected, rejected_token, hints)
+                    .await
+                {
+                    Ok(next) => next,
+                    // The server refused the token and nothing can replace it: the session is
+                    // over (a forged or stale cookie, say). Clear it rather than keep failing.
+                    Err(err) if err.auth_failure() == Some(AuthFailure::NoSession) => {
+                        if let Err(clear_err) = core.store.clear(ctx).await {
+                            tracing::warn!(target: "tokenkit", error = %clear_err, "could not clear the rejected session");
+                        }
+                        core.events.session_invalid(ctx);
+                        return Err(Error::new(
+                            ErrorKind::Auth(AuthFailure::SessionInvalid),
+                            "the server rejected the session's token and it cannot be refreshed",
+                        ));
+                    }
+                    Err(err) => return Err(err),
+                }
             }
         };
         core.events

@@ -1,0 +1,156 @@
+//! # tokenkit-axum
+//!
+//! astro-tokenkit's `api.middleware()` for Rust web servers. [`TokenKitLayer`] is a tower
+//! `Layer` (for axum or any tower-based server) that, for each incoming request:
+//!
+//! 1. builds a [`Context`] from the request's `Cookie` header;
+//! 2. runs the rest of the stack inside it (through the client's context provider), so a
+//!    handler calls `client.get(..)` with no context argument;
+//! 3. before the handler, makes the session fresh (refreshing it if due; errors are logged,
+//!    never thrown) and hands the handler a [`Session`] (extractor);
+//! 4. after the handler, appends the context's `Set-Cookie` changes (new tokens after a login
+//!    or a rotation, removals after a logout) to the response.
+//!
+//! It works with any [`Client`] — build one with `.endpoints(..)` and a `CookieStore`.
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use tokenkit_axum::{Session, TokenKitLayer};
+//!
+//! # fn app(client: tokenkit_core::Client) -> Router {
+//! async fn me(session: Session) -> String {
+//!     format!("authenticated: {}", session.authenticated)
+//! }
+//! Router::new().route("/me", get(me)).layer(TokenKitLayer::new(client))
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::SystemTime;
+
+use axum_core::extract::FromRequestParts;
+use http::header::SET_COOKIE;
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use tokenkit_core::{Client, Context, TokenRecord};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// What a handler knows of the current user's session (as ensured before the handler ran).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Session {
+    /// Whether the request carries a usable session.
+    pub authenticated: bool,
+    /// The session payload (a login response field, or the access token's JWT claims).
+    pub payload: Option<serde_json::Value>,
+    /// When the access token expires.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl Session {
+    fn from_record(record: &TokenRecord) -> Self {
+        Self {
+            authenticated: record.access_token.is_some(),
+            payload: record.payload.clone(),
+            expires_at: record.expires_at,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Session>().cloned().unwrap_or_default())
+    }
+}
+
+/// Binds a tokenkit session to every request; see the crate docs.
+#[derive(Debug, Clone)]
+pub struct TokenKitLayer {
+    client: Client,
+}
+
+impl TokenKitLayer {
+    /// A layer for `client` (any client: not only the default one).
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl<S> Layer<S> for TokenKitLayer {
+    type Service = TokenKitService<S>;
+
+    fn layer(&self, inner: S) -> TokenKitService<S> {
+        TokenKitService {
+            inner,
+            client: self.client.clone(),
+        }
+    }
+}
+
+/// The service made by [`TokenKitLayer`].
+#[derive(Debug, Clone)]
+pub struct TokenKitService<S> {
+    inner: S,
+    client: Client,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for TokenKitService<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    B: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The clone that was polled ready serves this call; a fresh clone stays for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let client = self.client.clone();
+        let ctx = Context::from_headers(request.headers());
+        Box::pin(async move {
+            let scoped = client.scope(ctx.clone(), async {
+                let session = match client.ensure().await {
+                    Ok(Some(record)) => Session::from_record(&record),
+                    Ok(None) => Session::default(),
+                    Err(err) => {
+                        // Like the seed: a failed refresh is logged, and the request proceeds
+                        // (an invalid session has been cleared; its cookies are expired below).
+                        tracing::warn!(target: "tokenkit", error = %err, "could not ensure the session");
+                        Session::default()
+                    }
+                };
+                request.extensions_mut().insert(session);
+                inner.call(request).await
+            });
+            let mut response = match scoped.await {
+                Ok(result) => result?,
+                Err(err) => {
+                    tracing::error!(target: "tokenkit", error = %err, "the request could not be bound to its context");
+                    let mut response = Response::new(ResBody::default());
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    response
+                }
+            };
+            for value in ctx.set_cookie_headers() {
+                response.headers_mut().append(SET_COOKIE, value);
+            }
+            Ok(response)
+        })
+    }
+}

@@ -1,0 +1,291 @@
+//! End to end through the layer: the example app, served on 127.0.0.1, driven by reqwest
+//! clients that keep cookies like browsers, against the test auth server (shared injected
+//! clock: no sleeping for expiry).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+#[path = "../examples/app/routes.rs"]
+mod routes;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::{CookieConfig, CookieStore, EndpointConfig, StandardPolicy};
+use tokenkit_tests::AuthServer;
+
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> &'static Logs {
+    static LOGS: OnceLock<Logs> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .init();
+        logs
+    })
+}
+
+struct Site {
+    url: String,
+    upstream: AuthServer,
+    clock: ManualClock,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+async fn site() -> Site {
+    let _ = logs();
+    let clock = ManualClock::default();
+    let upstream = AuthServer::start_with_clock(Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let client = tokenkit_reqwest::builder(upstream.url())
+        .clock(clock.clone())
+        .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh").logout("/auth/logout"))
+        .store(CookieStore::new(CookieConfig::new().secure(false)))
+        .policy(StandardPolicy::default().jitter(0.0))
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, routes::router(client)).await.unwrap();
+    });
+    Site {
+        url,
+        upstream,
+        clock,
+        _server: server,
+    }
+}
+
+/// A browser: keeps cookies, follows redirects.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).build().unwrap()
+}
+
+async fn page(browser: &reqwest::Client, url: &str) -> (u16, String, Vec<String>) {
+    let response = browser.get(url).send().await.unwrap();
+    let cookies = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    (
+        response.status().as_u16(),
+        response.text().await.unwrap(),
+        cookies,
+    )
+}
+
+fn token_number(body: &str) -> u64 {
+    let rest = body.split("token #").nth(1).expect("a token number");
+    rest.chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+async fn sign_in(site: &Site, browser: &reqwest::Client, user: &str, password: &str) -> String {
+    let response = browser
+        .post(format!("{}/login", site.url))
+        .form(&[("username", user), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "redirected to the home page");
+    response.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_browse_expire_rotate_logout() {
+    let s = site().await;
+    let b = browser();
+    let (status, body, _) = page(&b, &s.url).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Sign in"), "anonymous: the login form");
+
+    // Login: the layer writes the token cookies onto the response (attributes per SPEC).
+    let response = b
+        .post(format!("{}/login", s.url))
+        .form(&[("username", "alice"), ("password", "wonderland")])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.text().await.unwrap().contains("Hello, alice"));
+    let raw = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/login", s.url))
+        .form(&[("username", "alice"), ("password", "wonderland")])
+        .send()
+        .await
+        .unwrap();
+    let set_cookies: Vec<String> = raw
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(set_cookies.len(), 5);
+    for c in &set_cookies {
+        assert!(
+            c.contains("HttpOnly") && c.contains("SameSite=Lax") && c.contains("Path=/"),
+            "{c}"
+        );
+        assert!(!c.contains("Secure"), "turned off explicitly for plain http: {c}");
+    }
+
+    // Browse: the same token.
+    let (_, body, cookies) = page(&b, &s.url).await;
+    assert!(body.contains("Hello, alice"), "{body}");
+    let before = token_number(&body);
+    assert_eq!(
+        token_number(&page(&b, &s.url).await.1),
+        before,
+        "the same token while fresh"
+    );
+    assert!(cookies.is_empty(), "nothing to change");
+
+    // Expiry: the next page load rotates the tokens and sets the new cookies.
+    s.clock.advance(Duration::from_secs(3600));
+    let (_, body, cookies) = page(&b, &s.url).await;
+    assert!(body.contains("Hello, alice"), "{body}");
+    assert!(cookies.iter().any(|c| c.starts_with("access_token=")));
+    assert!(cookies.iter().any(|c| c.starts_with("refresh_token=")));
+    assert_eq!(s.upstream.count("/auth/refresh"), 1);
+    let (_, body, _) = page(&b, &s.url).await;
+    assert!(body.contains("Hello, alice"), "the browser kept the new cookies");
+    assert_ne!(token_number(&body), before, "a new access token");
+    assert_eq!(s.upstream.count("/auth/refresh"), 1);
+
+    // Logout clears them.
+    let response = b.post(format!("{}/logout", s.url)).send().await.unwrap();
+    assert!(response.text().await.unwrap().contains("Sign in"));
+    assert_eq!(s.upstream.count("/auth/logout"), 1);
+    let (_, body, _) = page(&b, &s.url).await;
+    assert!(body.contains("Sign in"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_parallel_page_loads_during_a_rotation() {
+    let s = site().await;
+    let b = browser();
+    sign_in(&s, &b, "alice", "wonderland").await;
+    s.clock.advance(Duration::from_secs(3600));
+    let pages = join_all((0..20).map(|_| page(&b, &s.url))).await;
+    for (status, body, _) in &pages {
+        assert_eq!(*status, 200);
+        assert!(
+            body.contains("Hello, alice"),
+            "every page served, no logout: {body}"
+        );
+    }
+    assert_eq!(s.upstream.count("/auth/refresh"), 1, "one refresh");
+    assert_eq!(s.upstream.reuse_detected(), 0);
+    let (_, body, _) = page(&b, &s.url).await;
+    assert!(body.contains("Hello, alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_never_see_each_other() {
+    let s = site().await;
+    let (alice, bob) = (browser(), browser());
+    sign_in(&s, &alice, "alice", "wonderland").await;
+    sign_in(&s, &bob, "bob", "builder").await;
+    s.clock.advance(Duration::from_secs(3600));
+    let loads = (0..40).map(|i| {
+        let (who, b) = if i % 2 == 0 {
+            ("alice", &alice)
+        } else {
+            ("bob", &bob)
+        };
+        let url = s.url.clone();
+        async move { (who, page(b, &url).await.1) }
+    });
+    for (who, body) in join_all(loads).await {
+        assert!(body.contains(&format!("Hello, {who}")), "{who} saw: {body}");
+    }
+    assert_eq!(s.upstream.count("/auth/refresh"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_or_truncated_cookies_mean_logged_out_never_a_500() {
+    let s = site().await;
+    for cookie in [
+        "access_token=%0D%0Agarbage; access_expires_at=9999999999",
+        "access_token=abc; access_expires_at=not-a-number",
+        "refresh_token=forged-refresh-token",
+        "access_token=tk000001; refresh_token=",
+    ] {
+        let response = reqwest::Client::new()
+            .get(&s.url)
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{cookie}");
+        let set: Vec<String> = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        let body = response.text().await.unwrap();
+        assert!(
+            body.contains("Sign in"),
+            "{cookie}: treated as logged out: {body}"
+        );
+        if cookie.starts_with("refresh_token=forged") || cookie.starts_with("access_token=tk") {
+            assert!(
+                set.iter()
+                    .any(|c| c.starts_with("refresh_token=;") || c.starts_with("access_token=;")),
+                "{cookie}: the invalid session is cleared: {set:?}"
+            );
+        }
+    }
+    let logs = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("malformed"),
+        "a clear log line about the bad cookie: {logs}"
+    );
+    assert!(logs.contains("could not ensure the session"), "{logs}");
+    assert!(!logs.contains("forged-refresh-token"), "no token in the logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_a_401_page() {
+    let s = site().await;
+    let response = browser()
+        .post(format!("{}/login", s.url))
+        .form(&[("username", "alice"), ("password", "nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("Wrong username or password"));
+}
