@@ -1,0 +1,205 @@
+//! The browser check: headless Chromium (Debian's `chromium` + `chromium-driver`, driven over
+//! WebDriver) signs in to the example app, sees a token rotation, and proves the token cookies
+//! are HttpOnly (invisible to `document.cookie`). Ignored by default; `.ci/run` installs the
+//! browser and runs it with `--ignored`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+#[path = "../examples/app/routes.rs"]
+mod routes;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fantoccini::{ClientBuilder, Locator};
+use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::{CookieConfig, CookieStore, EndpointConfig, StandardPolicy};
+use tokenkit_tests::AuthServer;
+
+/// chromedriver on a free port; killed on drop.
+struct Driver(Child, u16);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn driver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (Debian package chromium-driver) must be installed");
+    Driver(child, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's chromium and chromium-driver; run by .ci/run"]
+async fn chromium_signs_in_rotates_and_cannot_read_the_token_cookies() {
+    let clock = ManualClock::default();
+    let upstream = AuthServer::start_with_clock(Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let client = tokenkit_reqwest::builder(upstream.url())
+        .clock(clock.clone())
+        .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh").logout("/auth/logout"))
+        .store(CookieStore::new(CookieConfig::new().secure(false)))
+        .policy(StandardPolicy::default().jitter(0.0))
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let site = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, routes::router(client)).await.unwrap() });
+
+    let driver = driver();
+    let profile = std::env::temp_dir().join(format!("tokenkit-chromium-{}", driver.1));
+    // The flags the environment notes require: no sandbox as root, no background networking
+    // (the machine's network is closed), a fresh profile.
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let mut browser = None;
+    for _ in 0..50 {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{}", driver.1))
+            .await
+        {
+            Ok(b) => {
+                browser = Some(b);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let browser = browser.expect("chromedriver did not start");
+
+    browser.goto(&site).await.unwrap();
+    assert!(browser
+        .find(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .contains("Sign in"));
+    browser
+        .find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let hello = browser
+        .wait()
+        .for_element(Locator::Id("hello"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(hello, "Hello, alice");
+    let first = browser
+        .find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // HttpOnly: the page's own script saw no token cookie, and neither does injected script.
+    let js_cookies = browser
+        .find(Locator::Id("js-cookies"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(js_cookies, "(none)");
+    let document_cookie = browser.execute("return document.cookie;", vec![]).await.unwrap();
+    assert_eq!(document_cookie, serde_json::json!(""));
+    // ...while the browser does hold them (WebDriver sees HttpOnly cookies).
+    let cookies = browser.get_all_cookies().await.unwrap();
+    let access = cookies
+        .iter()
+        .find(|c| c.name() == "access_token")
+        .expect("the access token cookie");
+    assert_eq!(access.http_only(), Some(true));
+    let old_refresh = cookies
+        .iter()
+        .find(|c| c.name() == "refresh_token")
+        .unwrap()
+        .value()
+        .to_owned();
+
+    // One rotation: time passes (injected clock), the next page load refreshes silently.
+    clock.advance(Duration::from_secs(3600));
+    browser.refresh().await.unwrap();
+    assert_eq!(
+        browser
+            .find(Locator::Id("hello"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "Hello, alice"
+    );
+    let second = browser
+        .find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_ne!(first, second, "served with a new access token");
+    let cookies = browser.get_all_cookies().await.unwrap();
+    let new_refresh = cookies
+        .iter()
+        .find(|c| c.name() == "refresh_token")
+        .unwrap()
+        .value()
+        .to_owned();
+    assert_ne!(
+        new_refresh, old_refresh,
+        "the browser holds the rotated refresh token"
+    );
+    assert_eq!(upstream.count("/auth/refresh"), 1);
+
+    browser
+        .find(Locator::Id("logout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let heading = browser.wait().for_element(Locator::Id("message")).await.unwrap();
+    assert_eq!(heading.text().await.unwrap(), "Please sign in.");
+    assert!(browser
+        .get_all_cookies()
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| !c.name().ends_with("_token")));
+    browser.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(profile);
+}
