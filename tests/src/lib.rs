@@ -4,6 +4,7 @@
 //! The server listens on `127.0.0.1:0`, issues bearer tokens from `POST /oauth/token`,
 //! protects everything under `/api/`, and leaves `/public/` open.
 
+pub mod oauth;
 pub mod server;
 
 pub use server::{AuthServer, Fault, LoggedRequest, ResourceMode};

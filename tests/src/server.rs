@@ -31,6 +31,8 @@ pub enum Fault {
     RetryAfter(u16, String),
     /// Start a 200 response, then break the connection in the middle of its body.
     Reset,
+    /// Answer with this status and an OAuth error body `{"error": code}`.
+    OAuthError(u16, &'static str),
 }
 
 /// How the protected resources under `/api/` behave.
@@ -75,41 +77,43 @@ impl LoggedRequest {
     }
 }
 
-struct Issued {
-    expires_at: SystemTime,
-    revoked: bool,
-    id: u64,
-    user: String,
+pub(crate) struct Issued {
+    pub(crate) expires_at: SystemTime,
+    pub(crate) revoked: bool,
+    pub(crate) id: u64,
+    pub(crate) user: String,
 }
 
 /// A refresh token's state: rotation marks it used; presenting a used one is reuse.
-struct RefreshState {
-    user: String,
-    family: u64,
-    used: bool,
-    revoked: bool,
+pub(crate) struct RefreshState {
+    pub(crate) user: String,
+    pub(crate) family: u64,
+    pub(crate) used: bool,
+    pub(crate) revoked: bool,
 }
 
-struct State_ {
-    clock: Arc<dyn Clock>,
-    token_lifetime: Mutex<Duration>,
-    token_faults: Mutex<VecDeque<Fault>>,
-    resource_faults: Mutex<VecDeque<Fault>>,
-    resource_mode: Mutex<ResourceMode>,
-    auth_faults: Mutex<VecDeque<Fault>>,
-    login_faults: Mutex<VecDeque<Fault>>,
-    logout_faults: Mutex<VecDeque<Fault>>,
-    refresh_tokens: Mutex<HashMap<String, RefreshState>>,
-    refresh_lifetime: Mutex<Option<Duration>>,
-    omit_refresh_token_on_refresh: Mutex<bool>,
-    reuse_detected: AtomicU64,
-    issued: Mutex<HashMap<String, Issued>>,
-    log: Mutex<Vec<LoggedRequest>>,
-    next_id: AtomicU64,
-    salt: u64,
+pub(crate) struct State_ {
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) token_lifetime: Mutex<Duration>,
+    pub(crate) token_faults: Mutex<VecDeque<Fault>>,
+    pub(crate) resource_faults: Mutex<VecDeque<Fault>>,
+    pub(crate) resource_mode: Mutex<ResourceMode>,
+    pub(crate) auth_faults: Mutex<VecDeque<Fault>>,
+    pub(crate) login_faults: Mutex<VecDeque<Fault>>,
+    pub(crate) logout_faults: Mutex<VecDeque<Fault>>,
+    pub(crate) refresh_tokens: Mutex<HashMap<String, RefreshState>>,
+    pub(crate) refresh_lifetime: Mutex<Option<Duration>>,
+    pub(crate) omit_refresh_token_on_refresh: Mutex<bool>,
+    pub(crate) reuse_detected: AtomicU64,
+    pub(crate) oauth_token_type: Mutex<String>,
+    pub(crate) oauth_omit_expires_in: Mutex<bool>,
+    pub(crate) issued: Mutex<HashMap<String, Issued>>,
+    pub(crate) log: Mutex<Vec<LoggedRequest>>,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) salt: u64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -181,6 +185,8 @@ impl AuthServer {
             refresh_lifetime: Mutex::new(None),
             omit_refresh_token_on_refresh: Mutex::new(false),
             reuse_detected: AtomicU64::new(0),
+            oauth_token_type: Mutex::new("Bearer".to_owned()),
+            oauth_omit_expires_in: Mutex::new(false),
             issued: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -279,6 +285,26 @@ impl AuthServer {
         *lock(&self.state.omit_refresh_token_on_refresh) = omit;
     }
 
+    /// The `token_type` the OAuth endpoint reports (default `Bearer`).
+    pub fn set_oauth_token_type(&self, token_type: &str) {
+        *lock(&self.state.oauth_token_type) = token_type.to_owned();
+    }
+
+    /// Makes the OAuth endpoint omit `expires_in` (it is optional in RFC 6749).
+    pub fn omit_oauth_expires_in(&self, omit: bool) {
+        *lock(&self.state.oauth_omit_expires_in) = omit;
+    }
+
+    /// The OAuth token endpoint's URL.
+    pub fn oauth_token_url(&self) -> String {
+        format!("{}/oauth2/token", self.url())
+    }
+
+    /// The OAuth revocation endpoint's URL.
+    pub fn oauth_revocation_url(&self) -> String {
+        format!("{}/oauth2/revoke", self.url())
+    }
+
     /// How many times a used refresh token was presented again.
     pub fn reuse_detected(&self) -> u64 {
         self.state.reuse_detected.load(Ordering::SeqCst)
@@ -341,6 +367,8 @@ fn serve(listener: tokio::net::TcpListener, state: Arc<State_>) -> tokio::task::
         .route("/form-auth/login", post(login_form))
         .route("/form-auth/refresh", post(refresh_form))
         .route("/form-auth/logout", post(logout))
+        .route("/oauth2/token", post(crate::oauth::token_endpoint))
+        .route("/oauth2/revoke", post(crate::oauth::revocation_endpoint))
         .route("/api/{*rest}", any(resource))
         .route("/public/{*rest}", any(public))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), log_request))
@@ -376,7 +404,7 @@ async fn log_request(State(state): State<Arc<State_>>, request: Request, next: N
 }
 
 /// Applies a fault. `Some(response)` replaces the normal answer.
-async fn apply(fault: Option<Fault>) -> Option<Response> {
+pub(crate) async fn apply(fault: Option<Fault>) -> Option<Response> {
     match fault? {
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -416,6 +444,16 @@ async fn apply(fault: Option<Fault>) -> Option<Response> {
             let body = axum::body::Body::from_stream(chunks);
             Some((StatusCode::OK, [("content-type", "application/json")], body).into_response())
         }
+        Fault::OAuthError(code, error) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+            Some(
+                (
+                    status,
+                    Json(json!({"error": error, "error_description": "injected"})),
+                )
+                    .into_response(),
+            )
+        }
         Fault::RetryAfter(code, after) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             Some(
@@ -439,7 +477,7 @@ impl State_ {
     }
 
     /// Issues an access token for `user`; returns (token, id, lifetime).
-    fn issue_access(&self, user: &str) -> (String, u64, Duration) {
+    pub(crate) fn issue_access(&self, user: &str) -> (String, u64, Duration) {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let value = self.secret("tk", id);
         let lifetime = *lock(&self.token_lifetime);
@@ -453,7 +491,7 @@ impl State_ {
         (value, id, lifetime)
     }
 
-    fn issue_refresh(&self, user: &str, family: Option<u64>) -> String {
+    pub(crate) fn issue_refresh(&self, user: &str, family: Option<u64>) -> String {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let value = self.secret("rf", id);
         let state = RefreshState {
@@ -484,7 +522,7 @@ async fn token(State(state): State<Arc<State_>>) -> Response {
 /// The users the login endpoints accept.
 pub const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
 
-fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+pub(crate) fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
     (
         status,
         Json(json!({"error": code, "error_description": description})),
@@ -493,7 +531,7 @@ fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
 }
 
 /// Reads a JSON or form body into a map of strings.
-fn fields(body: &Bytes) -> HashMap<String, String> {
+pub(crate) fn fields(body: &Bytes) -> HashMap<String, String> {
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
         return map
             .into_iter()

@@ -105,7 +105,20 @@ struct Inner {
     message: String,
     status: Option<StatusCode>,
     body: Option<Bytes>,
+    oauth: Option<OAuthError>,
     source: Option<Arc<dyn StdError + Send + Sync>>,
+}
+
+/// An OAuth 2.0 error response (RFC 6749 §5.2): the standard fields of the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OAuthError {
+    /// The error code (`invalid_grant`, `invalid_client`, …).
+    pub error: String,
+    /// The human-readable description, if any.
+    pub description: Option<String>,
+    /// A URI with more information, if any.
+    pub uri: Option<String>,
 }
 
 impl Error {
@@ -117,6 +130,7 @@ impl Error {
                 message: message.into(),
                 status: None,
                 body: None,
+                oauth: None,
                 source: None,
             }),
         }
@@ -136,6 +150,17 @@ impl Error {
         })
     }
 
+    /// Attaches the parsed OAuth error body.
+    pub fn with_oauth(self, oauth: OAuthError) -> Self {
+        self.map(|inner| inner.oauth = Some(oauth))
+    }
+
+    /// The OAuth 2.0 error body (`error`, `error_description`, `error_uri`), when the error
+    /// comes from a token endpoint that sent one.
+    pub fn oauth(&self) -> Option<&OAuthError> {
+        self.inner.oauth.as_ref()
+    }
+
     /// The same error with another kind (used when a cause is re-classified, e.g. a transport
     /// failure while fetching a token becomes [`AuthFailure::TokenUnavailable`]).
     pub fn with_kind(self, kind: ErrorKind) -> Self {
@@ -150,6 +175,7 @@ impl Error {
                 message: shared.message.clone(),
                 status: shared.status,
                 body: shared.body.clone(),
+                oauth: shared.oauth.clone(),
                 source: shared.source.clone(),
             },
         };
@@ -263,6 +289,9 @@ impl fmt::Debug for Error {
         }
         if let Some(body) = &self.inner.body {
             d.field("body_len", &body.len());
+        }
+        if let Some(oauth) = &self.inner.oauth {
+            d.field("oauth", oauth);
         }
         if let Some(source) = &self.inner.source {
             d.field("source", source);

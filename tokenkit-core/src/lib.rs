@@ -63,7 +63,7 @@ pub use context::{
     Operation, TaskContextProvider,
 };
 pub use cookie;
-pub use error::{AuthFailure, Error, ErrorKind};
+pub use error::{AuthFailure, Error, ErrorKind, OAuthError};
 pub use events::DEFAULT_TOKEN_TRY_THRESHOLD;
 pub use policy::{
     parse_duration, Freshness, RefreshPolicy, StandardPolicy, DEFAULT_CLOCK_SKEW, DEFAULT_GRACE_WINDOW,
@@ -71,8 +71,8 @@ pub use policy::{
 };
 pub use runtime::{Clock, Runtime, Sleep, Spawn, SystemClock};
 pub use source::{
-    AuthContentType, EndpointConfig, FetchReason, FetchRequest, FieldMapping, ProvidedToken, ProviderSource,
-    RefreshHints, TokenSource,
+    AuthContentType, ClientAuth, ClientSecret, EndpointConfig, FetchReason, FetchRequest, FieldMapping,
+    OAuth2Config, ProvidedToken, ProviderSource, RefreshHints, TokenSource,
 };
 pub use store::{
     CookieConfig, CookieStore, MemorySessionBackend, MemoryStore, SessionBackend, SessionId, SessionStore,

@@ -7,6 +7,7 @@
 
 mod adapters;
 mod faults;
+mod oauth;
 mod provider;
 mod scenarios;
 mod session;
@@ -41,6 +42,7 @@ macro_rules! conformance {
 }
 
 use faults::*;
+use oauth::*;
 use provider::*;
 use scenarios::*;
 use session::*;
@@ -82,4 +84,7 @@ conformance!(
     logout_always_clears_and_clear_calls_nothing,
     sessions_in_a_session_backend,
     login_and_logout_timeouts,
+    oauth_client_credentials_with_basic_and_post_auth,
+    oauth_error_paths_and_the_retry_rule,
+    oauth_password_login_refresh_rotation_and_revocation,
 );

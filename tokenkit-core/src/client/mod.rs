@@ -31,6 +31,7 @@ use crate::redact::{is_sensitive_header, RedactedHeaders};
 use crate::rotation::manager::Manager;
 use crate::runtime::{Clock, Runtime};
 use crate::source::endpoint::EndpointSource;
+use crate::source::oauth2::{Grant, OAuth2Config, OAuth2Source};
 use crate::source::{EndpointConfig, ProvidedToken, ProviderSource, RefreshHints, TokenSource};
 use crate::store::{CookieStore, MemoryStore, TokenStore};
 use crate::token::{AccessToken, TokenRecord};
@@ -82,6 +83,8 @@ struct Auth {
     formatter: Formatter,
     /// Set in endpoint mode: serves login and logout.
     endpoint: Option<Arc<EndpointSource>>,
+    /// Set in OAuth password mode: serves login (password grant) and logout (revocation).
+    oauth: Option<Arc<OAuth2Source>>,
 }
 
 impl Auth {
@@ -259,6 +262,7 @@ pub struct ClientBuilder {
     context_provider: Arc<dyn ContextProvider>,
     source: Option<Arc<dyn TokenSource>>,
     endpoints: Option<EndpointConfig>,
+    oauth: Option<(OAuth2Config, Grant)>,
     store: Option<Arc<dyn TokenStore>>,
     policy: Option<PolicyChoice>,
     provider_mode: bool,
@@ -295,6 +299,7 @@ impl ClientBuilder {
             context_provider: Arc::new(TaskContextProvider),
             source: None,
             endpoints: None,
+            oauth: None,
             store: None,
             policy: None,
             provider_mode: false,
@@ -417,6 +422,36 @@ impl ClientBuilder {
     /// ```
     pub fn endpoints(mut self, config: EndpointConfig) -> Self {
         self.endpoints = Some(config);
+        self.provider_mode = false;
+        self
+    }
+
+    /// OAuth 2.0 client credentials (RFC 6749 §4.4) as the token provider: one token for the
+    /// whole client, from the token endpoint; provider-mode defaults (memory store, 10 s
+    /// buffer).
+    ///
+    /// ```
+    /// # use tokenkit_core::{Client, OAuth2Config};
+    /// let builder = Client::builder("https://api.example.com").oauth2_client_credentials(
+    ///     OAuth2Config::new("https://auth.example.com/oauth/token", "my-client")
+    ///         .client_secret("…")
+    ///         .scope("read"),
+    /// );
+    /// ```
+    pub fn oauth2_client_credentials(mut self, config: OAuth2Config) -> Self {
+        self.oauth = Some((config, Grant::ClientCredentials));
+        self.endpoints = None;
+        self.provider_mode = true;
+        self
+    }
+
+    /// OAuth 2.0 sessions: [`Client::login`] uses the resource-owner password grant
+    /// (§4.3, credentials `{"username", "password"}`), refreshes use the refresh-token grant
+    /// (§6), [`Client::logout`] revokes (RFC 7009) when a revocation URL is set. Session-mode
+    /// defaults (cookie store).
+    pub fn oauth2_password(mut self, config: OAuth2Config) -> Self {
+        self.oauth = Some((config, Grant::RefreshToken));
+        self.endpoints = None;
         self.provider_mode = false;
         self
     }
@@ -656,7 +691,7 @@ impl ClientBuilder {
         let transport = self.transport.take().ok_or_else(|| {
             Error::config("no transport: use an adapter's builder() or call .transport(..)")
         })?;
-        let has_source = self.source.is_some() || self.endpoints.is_some();
+        let has_source = self.source.is_some() || self.endpoints.is_some() || self.oauth.is_some();
         if (self.timeout.is_some() || (has_source && self.fetch_timeout.is_some()))
             && !self.runtime.has_sleep()
         {
@@ -682,13 +717,34 @@ impl ClientBuilder {
                 self.resolver.clone(),
             ))
         });
-        let (source, default_store): (Option<Arc<dyn TokenSource>>, Arc<dyn TokenStore>) = match &endpoint {
-            Some(endpoint) => (
-                Some(Arc::clone(endpoint) as Arc<dyn TokenSource>),
-                Arc::new(CookieStore::default()),
-            ),
-            None => (self.source.take(), Arc::new(MemoryStore::new())),
-        };
+        let oauth = self.oauth.take().map(|(config, grant)| {
+            let source = OAuth2Source::new(
+                config,
+                grant,
+                Arc::clone(&transport),
+                base.clone(),
+                self.runtime.sleep.clone(),
+            );
+            (Arc::new(source), grant)
+        });
+        let (source, default_store): (Option<Arc<dyn TokenSource>>, Arc<dyn TokenStore>) =
+            match (&endpoint, &oauth) {
+                (Some(endpoint), _) => (
+                    Some(Arc::clone(endpoint) as Arc<dyn TokenSource>),
+                    Arc::new(CookieStore::default()),
+                ),
+                (None, Some((oauth, Grant::ClientCredentials))) => (
+                    Some(Arc::clone(oauth) as Arc<dyn TokenSource>),
+                    Arc::new(MemoryStore::new()),
+                ),
+                (None, Some((oauth, Grant::RefreshToken))) => (
+                    Some(Arc::clone(oauth) as Arc<dyn TokenSource>),
+                    Arc::new(CookieStore::default()),
+                ),
+                (None, None) => (self.source.take(), Arc::new(MemoryStore::new())),
+            };
+        let session_oauth =
+            oauth.and_then(|(source, grant)| (grant == Grant::RefreshToken).then_some(source));
         let auth = source.map(|source| Auth {
             manager: Manager::new(
                 source,
@@ -701,6 +757,7 @@ impl ClientBuilder {
             header_name: self.header_name.clone(),
             formatter: Arc::clone(&self.formatter),
             endpoint,
+            oauth: session_oauth,
         });
         for (name, value) in self.default_headers.iter_mut() {
             if is_sensitive_header(name) {

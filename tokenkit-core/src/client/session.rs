@@ -16,6 +16,7 @@ use crate::error::{AuthFailure, Error, ErrorKind};
 use crate::events::{ContextErrorFn, LoginFn};
 use crate::policy::Freshness;
 use crate::source::endpoint::{describe, AuthCall, EndpointSource};
+use crate::source::oauth2::OAuth2Source;
 use crate::source::RefreshHints;
 use crate::token::{TokenBundle, TokenRecord};
 
@@ -129,7 +130,7 @@ impl Client {
         let endpoint = auth
             .endpoint
             .as_ref()
-            .ok_or_else(|| Error::config("this operation needs endpoint mode: configure .endpoints(..)"))?;
+            .ok_or_else(|| Error::config("this operation needs endpoint mode or OAuth password mode: configure .endpoints(..) or .oauth2_password(..)"))?;
         Ok((auth, endpoint))
     }
 
@@ -180,6 +181,10 @@ impl Client {
         if let Some(err) = &options.error {
             return Err(err.clone());
         }
+        let auth = self.auth()?;
+        if let Some(oauth) = &auth.oauth {
+            return self.oauth_login(auth, oauth, credentials, options, ctx).await;
+        }
         let (auth, endpoint) = self.endpoint_auth()?;
         let credentials = serde_json::to_value(credentials)
             .map_err(|e| Error::config(format!("credentials could not be encoded: {e}")))?;
@@ -220,10 +225,75 @@ impl Client {
         Ok((response, json))
     }
 
-    /// Logs out: POSTs the tokens to the logout endpoint (when configured), then clears the
-    /// session — even when that call fails, in which case its error is returned after
-    /// clearing.
+    /// The password grant: `credentials` hold `username` and `password`; other fields and the
+    /// options' data become extra form parameters.
+    async fn oauth_login<C: Serialize + ?Sized>(
+        &self,
+        auth: &Auth,
+        oauth: &Arc<OAuth2Source>,
+        credentials: &C,
+        options: &LoginOptions,
+        ctx: Option<&Context>,
+    ) -> Result<(ApiResponse<TokenBundle>, Value), Error> {
+        let mut fields = match serde_json::to_value(credentials) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                return Err(Error::config(
+                    "credentials must serialize to an object with username and password",
+                ))
+            }
+        };
+        if let Some(Value::Object(data)) = &options.data {
+            fields.extend(data.clone());
+        }
+        let take = |fields: &mut serde_json::Map<String, Value>, key: &str| match fields.remove(key) {
+            Some(Value::String(s)) => Ok(s),
+            _ => Err(Error::config(format!(
+                "credentials need a string {key:?} for the password grant"
+            ))),
+        };
+        let username = take(&mut fields, "username")?;
+        let password = take(&mut fields, "password")?;
+        let extra = fields
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+            .collect();
+        let (record, body) = oauth
+            .password(&username, &password, extra, auth.manager.now())
+            .await?;
+        record.validate()?;
+        let record = Arc::new(record);
+        auth.manager.store().save(ctx, Arc::clone(&record), None).await?;
+        let url = crate::urls::resolve(&self.inner.base, &oauth.config.token_url, "")?;
+        Ok((
+            ApiResponse {
+                data: (*record).clone(),
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+                url,
+            },
+            body,
+        ))
+    }
+
+    /// Logs out: POSTs the tokens to the logout endpoint (when configured) — or, in OAuth
+    /// mode, revokes them at the revocation endpoint (RFC 7009) — then clears the session,
+    /// even when that call fails, in which case its error is returned after clearing.
     pub async fn logout(&self) -> Result<(), Error> {
+        let auth = self.auth()?;
+        if let Some(oauth) = &auth.oauth {
+            let ctx = self.current_context();
+            let store = auth.manager.store();
+            let remote = match store.load(ctx.as_ref()).await? {
+                Some(record) => oauth.revoke(&record).await,
+                None => Ok(()),
+            };
+            store.clear(ctx.as_ref()).await?;
+            if let Err(err) = &remote {
+                tracing::warn!(target: "tokenkit", error = %err, "token revocation failed; local session cleared");
+            }
+            return remote;
+        }
         let (auth, endpoint) = self.endpoint_auth()?;
         let ctx = self.current_context();
         let store = auth.manager.store();

@@ -1,10 +1,12 @@
 //! Where tokens come from.
 
 pub mod endpoint;
+pub mod oauth2;
 pub mod parse;
 mod provider;
 
 pub use endpoint::{AuthContentType, EndpointConfig};
+pub use oauth2::{ClientAuth, ClientSecret, OAuth2Config};
 pub use parse::{parse_token_response, FieldMapping};
 pub use provider::{ProvidedToken, ProviderSource};
 

@@ -1,0 +1,192 @@
+//! A standards-conformant OAuth 2.0 token endpoint (RFC 6749) and revocation endpoint
+//! (RFC 7009) for the test server: form-encoded requests, client authentication by HTTP Basic
+//! (with the RFC's form-encoding of id and secret) or in the body, the client-credentials,
+//! password and refresh-token grants with rotation and reuse detection, RFC error bodies.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde_json::json;
+
+use crate::server::{apply, fields, lock, oauth_error, State_, USERS};
+
+/// The registered clients: (id, secret).
+pub const CLIENTS: &[(&str, &str)] = &[
+    ("client-1", "secret-1"),
+    ("id:with%special+chars and spaces", "sec:ret%+ value"),
+];
+
+/// The scope the server refuses (to test `invalid_scope`).
+pub const FORBIDDEN_SCOPE: &str = "forbidden";
+
+fn form_decode(part: &str) -> Option<String> {
+    url::form_urlencoded::parse(format!("v={part}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The 401 `invalid_client` answer.
+fn invalid_client() -> Response {
+    let mut response = oauth_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "client authentication failed",
+    );
+    response.headers_mut().insert(
+        "www-authenticate",
+        axum::http::HeaderValue::from_static("Basic realm=\"token\""),
+    );
+    response
+}
+
+/// The client that authenticated (Basic, with form-encoded parts, or in the body).
+fn authenticate(headers: &HeaderMap, form: &std::collections::HashMap<String, String>) -> Option<String> {
+    let (id, secret) = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        Some(value) => {
+            let encoded = value.strip_prefix("Basic ")?;
+            let raw = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+            let raw = String::from_utf8(raw).ok()?;
+            let (id, secret) = raw.split_once(':')?;
+            (form_decode(id)?, form_decode(secret)?)
+        }
+        None => (
+            form.get("client_id").cloned()?,
+            form.get("client_secret").cloned()?,
+        ),
+    };
+    CLIENTS
+        .iter()
+        .any(|(i, s)| *i == id && *s == secret)
+        .then_some(id)
+}
+
+fn token_response(state: &State_, user: &str, refresh: Option<String>, scope: Option<&str>) -> Response {
+    let (access, _, lifetime) = state.issue_access(user);
+    let mut body = json!({
+        "access_token": access,
+        "token_type": *lock(&state.oauth_token_type),
+    });
+    if !*lock(&state.oauth_omit_expires_in) {
+        body["expires_in"] = json!(lifetime.as_secs());
+    }
+    if let Some(refresh) = refresh {
+        body["refresh_token"] = json!(refresh);
+    }
+    if let Some(scope) = scope {
+        body["scope"] = json!(scope);
+    }
+    (StatusCode::OK, [("cache-control", "no-store")], Json(body)).into_response()
+}
+
+/// `POST /oauth2/token`.
+pub(crate) async fn token_endpoint(
+    State(state): State<Arc<State_>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let fault = lock(&state.token_faults).pop_front();
+    if let Some(response) = apply(fault).await {
+        return response;
+    }
+    let form = fields(&body);
+    let Some(client) = authenticate(&headers, &form) else {
+        return invalid_client();
+    };
+    let scope = form.get("scope").map(String::as_str);
+    if scope.is_some_and(|s| s.split(' ').any(|s| s == FORBIDDEN_SCOPE)) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "that scope is not available",
+        );
+    }
+    match form.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => token_response(&state, &format!("client:{client}"), None, scope),
+        Some("password") => {
+            let user = form.get("username").map(String::as_str).unwrap_or_default();
+            let password = form.get("password").map(String::as_str).unwrap_or_default();
+            if !USERS.iter().any(|(u, p)| *u == user && *p == password) {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "wrong username or password",
+                );
+            }
+            let refresh = state.issue_refresh(user, None);
+            token_response(&state, user, Some(refresh), scope)
+        }
+        Some("refresh_token") => {
+            let Some(presented) = form.get("refresh_token") else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "missing refresh_token",
+                );
+            };
+            let (user, family) = {
+                let mut tokens = lock(&state.refresh_tokens);
+                let Some(current) = tokens.get_mut(presented) else {
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+                };
+                if current.revoked {
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "revoked refresh token");
+                }
+                if current.used {
+                    let family = current.family;
+                    for token in tokens.values_mut().filter(|t| t.family == family) {
+                        token.revoked = true;
+                    }
+                    state
+                        .reuse_detected
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_grant",
+                        "refresh token reuse detected",
+                    );
+                }
+                current.used = true;
+                (current.user.clone(), current.family)
+            };
+            let refresh = state.issue_refresh(&user, Some(family));
+            token_response(&state, &user, Some(refresh), scope)
+        }
+        Some(_) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "unsupported grant type",
+        ),
+        None => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "missing grant_type"),
+    }
+}
+
+/// `POST /oauth2/revoke` (RFC 7009): revokes a refresh or access token of an authenticated
+/// client; answers 200 even for unknown tokens, as the RFC says.
+pub(crate) async fn revocation_endpoint(
+    State(state): State<Arc<State_>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let fault = lock(&state.logout_faults).pop_front();
+    if let Some(response) = apply(fault).await {
+        return response;
+    }
+    let form = fields(&body);
+    if authenticate(&headers, &form).is_none() {
+        return invalid_client();
+    }
+    if let Some(token) = form.get("token") {
+        if let Some(refresh) = lock(&state.refresh_tokens).get_mut(token) {
+            refresh.revoked = true;
+        }
+        if let Some(access) = lock(&state.issued).get_mut(token) {
+            access.revoked = true;
+        }
+    }
+    StatusCode::OK.into_response()
+}

@@ -1,0 +1,556 @@
+//! OAuth 2.0 token sources (RFC 6749): client credentials (§4.4), resource-owner password
+//! (§4.3, as a login), refresh token (§6), RFC error bodies (§5.2), and revocation (RFC 7009).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, StatusCode};
+use serde_json::Value;
+use url::Url;
+
+use super::parse::{parse_token_response, FieldMapping};
+use super::{FetchRequest, TokenSource};
+use crate::error::{AuthFailure, Error, ErrorKind, OAuthError};
+use crate::runtime::Sleep;
+use crate::token::{RefreshToken, TokenRecord};
+use crate::transport::{send_with_timeout, Transport};
+use crate::urls;
+
+/// Lifetime assumed for a token response without `expires_in` (RFC 6749 makes it optional).
+pub const DEFAULT_OAUTH_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// Default attempts at the token endpoint (the first included); only 5xx and network errors
+/// are retried, never a 4xx.
+pub const DEFAULT_TOKEN_ENDPOINT_ATTEMPTS: u32 = 3;
+/// Default first delay between token endpoint attempts (doubling each time).
+pub const DEFAULT_TOKEN_ENDPOINT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// An OAuth client secret: `Debug` and `Display` print `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientSecret(String);
+
+impl ClientSecret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret value. Never log it.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientSecret([redacted])")
+    }
+}
+
+impl fmt::Display for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// HTTP Basic with the form-encoded id and secret (default).
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+/// An OAuth 2.0 client and its token endpoint.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct OAuth2Config {
+    /// The token endpoint: an absolute URL, or a path relative to the client's base URL.
+    pub token_url: String,
+    /// The client id.
+    pub client_id: String,
+    /// The client secret (public clients have none).
+    pub client_secret: Option<ClientSecret>,
+    /// Client authentication (default Basic).
+    pub client_auth: ClientAuth,
+    /// Requested scopes (space-joined into `scope`).
+    pub scopes: Vec<String>,
+    /// `audience` parameter, if the server wants one.
+    pub audience: Option<String>,
+    /// `resource` parameter (RFC 8707), if any.
+    pub resource: Option<String>,
+    /// Extra form parameters of every token request.
+    pub extra_params: Vec<(String, String)>,
+    /// The revocation endpoint (RFC 7009); when set, logout revokes the refresh token.
+    pub revocation_url: Option<String>,
+    /// Revoke the access token too on logout.
+    pub revoke_access_token: bool,
+    /// The token type responses must carry (case-insensitive; default `Bearer`); `None`
+    /// accepts any. A response without `token_type` is taken as the expected type.
+    pub token_type: Option<String>,
+    /// Lifetime assumed when a response has no `expires_in` (default 1 h).
+    pub default_lifetime: Duration,
+    /// Timeout of one token endpoint call (default 30 s).
+    pub timeout: Duration,
+    /// Attempts at the token endpoint for 5xx and network errors (default 3).
+    pub attempts: u32,
+    /// First delay between attempts, doubling (default 1 s).
+    pub retry_delay: Duration,
+}
+
+impl OAuth2Config {
+    /// A client `client_id` of the token endpoint `token_url`.
+    pub fn new(token_url: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self {
+            token_url: token_url.into(),
+            client_id: client_id.into(),
+            client_secret: None,
+            client_auth: ClientAuth::Basic,
+            scopes: Vec::new(),
+            audience: None,
+            resource: None,
+            extra_params: Vec::new(),
+            revocation_url: None,
+            revoke_access_token: false,
+            token_type: Some("Bearer".to_owned()),
+            default_lifetime: DEFAULT_OAUTH_TOKEN_LIFETIME,
+            timeout: Duration::from_secs(30),
+            attempts: DEFAULT_TOKEN_ENDPOINT_ATTEMPTS,
+            retry_delay: DEFAULT_TOKEN_ENDPOINT_RETRY_DELAY,
+        }
+    }
+    /// Sets the client secret.
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.client_secret = Some(ClientSecret::new(secret));
+        self
+    }
+    /// Sets the client authentication method.
+    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
+        self.client_auth = auth;
+        self
+    }
+    /// Adds a scope.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scopes.push(scope.into());
+        self
+    }
+    /// Sets the audience.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+    /// Sets the resource indicator.
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
+    /// Adds an extra form parameter to every token request.
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra_params.push((name.into(), value.into()));
+        self
+    }
+    /// Sets the revocation endpoint (RFC 7009).
+    pub fn revocation_url(mut self, url: impl Into<String>) -> Self {
+        self.revocation_url = Some(url.into());
+        self
+    }
+    /// Revokes the access token as well as the refresh token on logout.
+    pub fn revoke_access_token(mut self, revoke: bool) -> Self {
+        self.revoke_access_token = revoke;
+        self
+    }
+    /// Sets the expected token type (`None` accepts any).
+    pub fn token_type(mut self, token_type: Option<&str>) -> Self {
+        self.token_type = token_type.map(str::to_owned);
+        self
+    }
+    /// Sets the lifetime assumed without `expires_in`.
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.default_lifetime = lifetime;
+        self
+    }
+    /// Sets the timeout of one call.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    /// Sets the attempts for 5xx and network errors (0 counts as 1).
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+    /// Sets the first retry delay.
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+}
+
+/// Which grant a source uses when tokenkit needs a new token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Grant {
+    /// Provider mode: client credentials.
+    ClientCredentials,
+    /// Session mode: the refresh-token grant (login uses the password grant).
+    RefreshToken,
+}
+
+/// Talks to an OAuth 2.0 token endpoint.
+pub(crate) struct OAuth2Source {
+    pub(crate) config: OAuth2Config,
+    grant: Grant,
+    transport: Arc<dyn Transport>,
+    base: Url,
+    sleep: Option<Arc<dyn Sleep>>,
+}
+
+impl fmt::Debug for OAuth2Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuth2Source")
+            .field("token_url", &self.config.token_url)
+            .field("client_id", &self.config.client_id)
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The RFC 6749 §2.3.1 encoding of a Basic credential: each part form-urlencoded first.
+pub(crate) fn basic_credentials(id: &str, secret: &str) -> String {
+    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let raw = format!("{}:{}", encode(id), encode(secret));
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+/// Parses an RFC 6749 §5.2 error body.
+fn parse_oauth_error(body: &Bytes) -> Option<OAuthError> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(256).collect::<String>())
+    };
+    Some(OAuthError {
+        error: text("error")?,
+        description: text("error_description"),
+        uri: text("error_uri"),
+    })
+}
+
+/// The typed error of a non-2xx token endpoint answer.
+fn failure(what: &str, status: StatusCode, body: Bytes) -> Error {
+    let oauth = parse_oauth_error(&body);
+    let code = oauth.as_ref().map(|o| o.error.as_str()).unwrap_or("");
+    let kind = match code {
+        // Our own credentials are wrong: a configuration error, never retried.
+        "invalid_client" | "unauthorized_client" => ErrorKind::Config,
+        // The grant (refresh token, password) is no longer valid: log in again.
+        "invalid_grant" => ErrorKind::Auth(AuthFailure::SessionInvalid),
+        _ => ErrorKind::Auth(AuthFailure::TokenUnavailable),
+    };
+    let detail = match &oauth {
+        Some(o) => match &o.description {
+            Some(d) => format!(", {}: {d}", o.error),
+            None => format!(", {}", o.error),
+        },
+        None => String::new(),
+    };
+    let mut err = Error::new(
+        kind,
+        format!(
+            "the {what} refused the request (HTTP {}{detail})",
+            status.as_u16()
+        ),
+    )
+    .with_response(status, body);
+    if let Some(oauth) = oauth {
+        err = err.with_oauth(oauth);
+    }
+    err
+}
+
+impl OAuth2Source {
+    pub(crate) fn new(
+        config: OAuth2Config,
+        grant: Grant,
+        transport: Arc<dyn Transport>,
+        base: Url,
+        sleep: Option<Arc<dyn Sleep>>,
+    ) -> Self {
+        Self {
+            config,
+            grant,
+            transport,
+            base,
+            sleep,
+        }
+    }
+
+    /// Scope, audience, resource and the extra parameters.
+    fn common_params(&self, fields: &mut Vec<(String, String)>) {
+        if !self.config.scopes.is_empty() {
+            fields.push(("scope".to_owned(), self.config.scopes.join(" ")));
+        }
+        if let Some(audience) = &self.config.audience {
+            fields.push(("audience".to_owned(), audience.clone()));
+        }
+        if let Some(resource) = &self.config.resource {
+            fields.push(("resource".to_owned(), resource.clone()));
+        }
+        fields.extend(self.config.extra_params.iter().cloned());
+    }
+
+    /// POSTs a form with client authentication to `url`, retrying 5xx and network errors.
+    async fn post_form(
+        &self,
+        what: &str,
+        url: &str,
+        mut fields: Vec<(String, String)>,
+    ) -> Result<Bytes, Error> {
+        let url = urls::resolve(&self.base, url, "")?;
+        let mut authorization = None;
+        match (self.config.client_auth, &self.config.client_secret) {
+            (ClientAuth::Basic, Some(secret)) => {
+                let mut value =
+                    HeaderValue::try_from(basic_credentials(&self.config.client_id, secret.secret()))
+                        .map_err(|_| Error::config("the client credentials cannot form a header"))?;
+                value.set_sensitive(true);
+                authorization = Some(value);
+            }
+            (ClientAuth::Post, Some(secret)) => {
+                fields.push(("client_id".to_owned(), self.config.client_id.clone()));
+                fields.push(("client_secret".to_owned(), secret.secret().to_owned()));
+            }
+            // A public client identifies itself in the body.
+            (_, None) => fields.push(("client_id".to_owned(), self.config.client_id.clone())),
+        }
+        let body = Bytes::from(
+            serde_urlencoded::to_string(&fields)
+                .map_err(|e| Error::config(format!("the token request could not be encoded: {e}")))?,
+        );
+        let uri = http::Uri::try_from(url.as_str())
+            .map_err(|e| Error::new(ErrorKind::Url, format!("invalid token endpoint URL: {e}")))?;
+        let mut attempt = 1;
+        loop {
+            let mut request = http::Request::new(body.clone());
+            *request.method_mut() = Method::POST;
+            *request.uri_mut() = uri.clone();
+            let headers = request.headers_mut();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            );
+            headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+            if let Some(value) = &authorization {
+                headers.insert(AUTHORIZATION, value.clone());
+            }
+            let result = send_with_timeout(
+                &*self.transport,
+                self.sleep.as_deref(),
+                request,
+                Some(self.config.timeout),
+            )
+            .await;
+            let retryable = match &result {
+                Err(err) => err.is_transport(),
+                Ok(response) => response.status().is_server_error(),
+            };
+            if retryable && attempt < self.config.attempts {
+                let delay = self
+                    .config
+                    .retry_delay
+                    .saturating_mul(1u32 << (attempt - 1).min(16));
+                tracing::info!(target: "tokenkit", attempt, delay_ms = delay.as_millis() as u64, "retrying the {what}");
+                if let Some(sleep) = &self.sleep {
+                    sleep.sleep(delay).await;
+                }
+                attempt += 1;
+                continue;
+            }
+            let (parts, bytes) = result?.into_parts();
+            if parts.status.is_success() {
+                return Ok(bytes);
+            }
+            return Err(failure(what, parts.status, bytes));
+        }
+    }
+
+    /// Requests a token with `fields` and validates the response.
+    async fn token(
+        &self,
+        fields: Vec<(String, String)>,
+        now: SystemTime,
+    ) -> Result<(TokenRecord, Value), Error> {
+        let bytes = self
+            .post_form("token endpoint", &self.config.token_url.clone(), fields)
+            .await?;
+        let json: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            Error::invalid_token("the token response is not JSON")
+                .with_response(StatusCode::OK, bytes.clone())
+        })?;
+        let mut record = parse_token_response(&json, &FieldMapping::default(), now)?;
+        if let (Some(expected), Some(actual)) = (&self.config.token_type, &record.token_type) {
+            if !expected.eq_ignore_ascii_case(actual) {
+                return Err(Error::invalid_token(format!(
+                    "the token type is {actual:?}, expected {expected:?}"
+                )));
+            }
+        }
+        if record.token_type.is_none() {
+            record.token_type = self.config.token_type.clone();
+        }
+        if record.expires_at.is_none() {
+            record = record.with_expires_in(self.config.default_lifetime)?;
+        }
+        record.scope = json.get("scope").and_then(Value::as_str).map(str::to_owned);
+        Ok((record, json))
+    }
+
+    /// The resource-owner password grant (a login).
+    pub(crate) async fn password(
+        &self,
+        username: &str,
+        password: &str,
+        extra: Vec<(String, String)>,
+        now: SystemTime,
+    ) -> Result<(TokenRecord, Value), Error> {
+        let mut fields = vec![
+            ("grant_type".to_owned(), "password".to_owned()),
+            ("username".to_owned(), username.to_owned()),
+            ("password".to_owned(), password.to_owned()),
+        ];
+        self.common_params(&mut fields);
+        fields.extend(extra);
+        self.token(fields, now)
+            .await
+            .map_err(|err| match err.auth_failure() {
+                // Wrong credentials at login are a rejection, not an invalid session.
+                Some(AuthFailure::SessionInvalid) => err.with_kind(ErrorKind::Auth(AuthFailure::Rejected)),
+                _ => err,
+            })
+    }
+
+    /// Revokes the record's refresh token (and access token when configured). `Ok` when no
+    /// revocation endpoint is configured.
+    pub(crate) async fn revoke(&self, record: &TokenRecord) -> Result<(), Error> {
+        let Some(url) = self.config.revocation_url.clone() else {
+            return Ok(());
+        };
+        let mut tokens: Vec<(&str, String)> = Vec::new();
+        if let Some(refresh) = &record.refresh_token {
+            tokens.push(("refresh_token", refresh.secret().to_owned()));
+        }
+        if self.config.revoke_access_token || record.refresh_token.is_none() {
+            if let Some(access) = &record.access_token {
+                tokens.push(("access_token", access.secret().to_owned()));
+            }
+        }
+        let mut first_error = None;
+        for (hint, token) in tokens {
+            let fields = vec![
+                ("token".to_owned(), token),
+                ("token_type_hint".to_owned(), hint.to_owned()),
+            ];
+            if let Err(err) = self.post_form("revocation endpoint", &url, fields).await {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[async_trait]
+impl TokenSource for OAuth2Source {
+    async fn fetch(&self, request: FetchRequest) -> Result<TokenRecord, Error> {
+        let mut fields = Vec::new();
+        match self.grant {
+            Grant::ClientCredentials => {
+                fields.push(("grant_type".to_owned(), "client_credentials".to_owned()));
+            }
+            Grant::RefreshToken => {
+                let refresh: RefreshToken = request
+                    .current
+                    .as_ref()
+                    .and_then(|r| r.refresh_token.clone())
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Auth(AuthFailure::NoSession),
+                            "there is no refresh token: log in first",
+                        )
+                    })?;
+                fields.push(("grant_type".to_owned(), "refresh_token".to_owned()));
+                fields.push(("refresh_token".to_owned(), refresh.secret().to_owned()));
+            }
+        }
+        self.common_params(&mut fields);
+        if let Some(Value::Object(data)) = &request.data {
+            for (k, v) in data {
+                fields.push((
+                    k.clone(),
+                    v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()),
+                ));
+            }
+        }
+        self.token(fields, request.now).await.map(|(record, _)| record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_form_encode_id_and_secret_first() {
+        // RFC 6749 §2.3.1: application/x-www-form-urlencoded, then Basic.
+        let header = basic_credentials("my client:1", "p%ss+wo rd");
+        let encoded = header.strip_prefix("Basic ").unwrap();
+        let raw =
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap();
+        assert_eq!(raw, "my+client%3A1:p%25ss%2Bwo+rd");
+    }
+
+    #[test]
+    fn error_bodies_are_parsed_and_classified() {
+        let body = Bytes::from_static(
+            br#"{"error":"invalid_grant","error_description":"expired","error_uri":"https://e/x"}"#,
+        );
+        let err = failure("token endpoint", StatusCode::BAD_REQUEST, body);
+        assert_eq!(err.auth_failure(), Some(AuthFailure::SessionInvalid));
+        let oauth = err.oauth().unwrap();
+        assert_eq!(
+            (
+                oauth.error.as_str(),
+                oauth.description.as_deref(),
+                oauth.uri.as_deref()
+            ),
+            ("invalid_grant", Some("expired"), Some("https://e/x"))
+        );
+        assert!(err.to_string().contains("invalid_grant: expired"), "{err}");
+        let err = failure(
+            "token endpoint",
+            StatusCode::UNAUTHORIZED,
+            Bytes::from_static(br#"{"error":"invalid_client"}"#),
+        );
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let err = failure(
+            "token endpoint",
+            StatusCode::BAD_GATEWAY,
+            Bytes::from_static(b"<html>"),
+        );
+        assert_eq!(err.auth_failure(), Some(AuthFailure::TokenUnavailable));
+        assert!(err.oauth().is_none());
+    }
+
+    #[test]
+    fn the_secret_never_prints() {
+        let config = OAuth2Config::new("/token", "id").client_secret("s3cr3t-value");
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+        assert_eq!(config.client_secret.unwrap().to_string(), "[redacted]");
+    }
+}
