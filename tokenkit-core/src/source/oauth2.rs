@@ -538,6 +538,20 @@ mod tests {
             Bytes::from_static(br#"{"error":"invalid_client"}"#),
         );
         assert_eq!(err.kind(), ErrorKind::Config);
+        for (code, kind) in [
+            ("unauthorized_client", ErrorKind::Config),
+            (
+                "unsupported_grant_type",
+                ErrorKind::Auth(AuthFailure::TokenUnavailable),
+            ),
+        ] {
+            let body = Bytes::from(format!(r#"{{"error":"{code}"}}"#));
+            assert_eq!(
+                failure("token endpoint", StatusCode::BAD_REQUEST, body).kind(),
+                kind,
+                "{code}"
+            );
+        }
         let err = failure(
             "token endpoint",
             StatusCode::BAD_GATEWAY,
