@@ -78,6 +78,39 @@ pub struct TokenRecord {
     /// The session payload (user, profile…): a response field, or the access token's JWT
     /// claims (decoded, not verified).
     pub payload: Option<serde_json::Value>,
+    /// The header value last formatted from this record (see [`HeaderCache`]).
+    pub(crate) header_cache: HeaderCache,
+}
+
+/// The formatted header value of a record, kept so the hot path does not format the token on
+/// every request. Keyed by the formatter's identity and checked against the access token it
+/// was made from, so it can never serve a stale value; clones start empty. Never printed.
+#[derive(Default)]
+pub(crate) struct HeaderCache(std::sync::OnceLock<(usize, AccessToken, http::HeaderValue)>);
+
+impl HeaderCache {
+    /// The cached value, if it was made by `formatter` from `token`.
+    pub(crate) fn get(&self, formatter: usize, token: &AccessToken) -> Option<http::HeaderValue> {
+        let (key, from, value) = self.0.get()?;
+        (*key == formatter && from == token).then(|| value.clone())
+    }
+
+    /// Remembers the value (first writer wins; later calls are no-ops).
+    pub(crate) fn set(&self, formatter: usize, token: &AccessToken, value: &http::HeaderValue) {
+        let _ = self.0.set((formatter, token.clone(), value.clone()));
+    }
+}
+
+impl Clone for HeaderCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl fmt::Debug for HeaderCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("..")
+    }
 }
 
 /// What a login returns: the stored token record (tokens, expiry, session payload).
@@ -95,6 +128,7 @@ impl TokenRecord {
             refresh_expires_at: None,
             obtained_at,
             payload: None,
+            header_cache: HeaderCache::default(),
         }
     }
 
@@ -109,6 +143,7 @@ impl TokenRecord {
             refresh_expires_at: None,
             obtained_at,
             payload: None,
+            header_cache: HeaderCache::default(),
         }
     }
 
@@ -306,6 +341,26 @@ mod tests {
         for bad in ["", "a.b", "a.b.c.d", "a.!!!.c", "a.bm90IGpzb24.c", "a..c"] {
             assert!(jwt_claims(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_header_cache_never_serves_a_stale_or_foreign_value() {
+        let mut record = TokenRecord::new(AccessToken::new("zq-one"), UNIX_EPOCH);
+        let value = http::HeaderValue::from_static("Bearer zq-one");
+        let token = record.access_token.clone().unwrap();
+        record.header_cache.set(1, &token, &value);
+        assert_eq!(record.header_cache.get(1, &token), Some(value));
+        assert_eq!(record.header_cache.get(2, &token), None, "another formatter");
+        let clone = record.clone();
+        assert_eq!(clone.header_cache.get(1, &token), None, "clones start empty");
+        record.access_token = Some(AccessToken::new("zq-two"));
+        let two = record.access_token.clone().unwrap();
+        assert_eq!(
+            record.header_cache.get(1, &two),
+            None,
+            "a changed token is not served"
+        );
+        assert!(!format!("{record:?}").contains("zq-"), "never printed");
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub(crate) struct World {
 }
 
 /// Scenarios that open a thousand connections at once run alone: beside them, curl (isahc)
-/// in other tests of this process was seen failing to connect (code 7).
+/// in other tests of this process fails to connect (code 7) — its bundled build cannot use
+/// socket numbers above ~1,024 (see BENCHMARKS.md, `isahc-burst`).
 static HERDS: RwLock<()> = RwLock::new(());
 
 enum Turn {

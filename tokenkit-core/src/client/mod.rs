@@ -96,10 +96,15 @@ impl Auth {
                 "the session holds no access token",
             )
         })?;
+        let formatter = Arc::as_ptr(&self.formatter) as *const () as usize;
+        if let Some(value) = record.header_cache.get(formatter, access) {
+            return Ok(value);
+        }
         let formatted = (self.formatter)(access, record.token_type.as_deref());
         let mut value = HeaderValue::try_from(formatted)
             .map_err(|_| Error::invalid_token("the formatted token is not a valid header value"))?;
         value.set_sensitive(true);
+        record.header_cache.set(formatter, access, &value);
         Ok(value)
     }
 }
