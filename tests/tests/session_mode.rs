@@ -533,3 +533,41 @@ async fn custom_parsers_and_field_mapping() {
         .await;
     assert_eq!(result.unwrap().data.payload, Some(json!("bob")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_table_empties_by_itself_after_the_window() {
+    let s = setup().await;
+    let client = s
+        .builder_with(s.endpoints())
+        .policy(
+            StandardPolicy::default()
+                .jitter(0.0)
+                .grace_window(Duration::from_millis(200)),
+        )
+        .build()
+        .unwrap();
+    let browsers: Vec<Browser> = (0..3).map(|_| Browser::new()).collect();
+    for b in &browsers {
+        login(&client, b, ALICE).await;
+    }
+    s.expire();
+    for b in &browsers {
+        get_user(&client, b).await.unwrap();
+    }
+    let stats = client.rotation_stats().unwrap();
+    assert_eq!(
+        (stats.grace_entries, stats.refreshes_in_flight),
+        (3, 0),
+        "one entry per rotated session"
+    );
+    // Past the window (injected clock), the background pruner empties the table; the wait is
+    // only for that task to run.
+    s.clock.advance(Duration::from_secs(1));
+    for _ in 0..250 {
+        if client.rotation_stats().unwrap().grace_entries == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.rotation_stats().unwrap().grace_entries, 0);
+}

@@ -281,7 +281,11 @@ async fn sessions(adapter: &str) {
         .clock(clock.clone())
         .endpoints(EndpointConfig::new("/login", "/refresh"))
         .store(CookieStore::new(CookieConfig::new().secure(false)))
-        .policy(StandardPolicy::default().jitter(0.0))
+        .policy(
+            StandardPolicy::default()
+                .jitter(0.0)
+                .grace_window(Duration::from_millis(500)),
+        )
         .build()
         .unwrap();
     let baseline = memory_kib("VmRSS:");
@@ -321,6 +325,16 @@ async fn sessions(adapter: &str) {
     }
     let peak = memory_kib("VmHWM:");
     drop(users);
+    let during = client.rotation_stats().unwrap().grace_entries;
+    // Past the grace window (a 500 ms window here; the clock is injected), the rotation state
+    // empties by itself where a Spawn hook exists.
+    clock.advance(Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let after = client.rotation_stats().unwrap();
+    println!(
+        "{adapter:<8} sessions: grace-table entries {during} right after, {} after the window; refreshes in flight {}",
+        after.grace_entries, after.refreshes_in_flight
+    );
     println!(
         "{adapter:<8} sessions: {SESSIONS} cookie sessions due at once: refreshes {}, cross-session mismatches {mismatches}, errors {}, done in {elapsed:.2?}, RSS baseline {} MiB, peak {} MiB, after {} MiB",
         server.state.refresh_calls.load(Ordering::Relaxed),

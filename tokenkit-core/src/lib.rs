@@ -69,6 +69,7 @@ pub use policy::{
     parse_duration, Freshness, RefreshPolicy, StandardPolicy, DEFAULT_CLOCK_SKEW, DEFAULT_GRACE_WINDOW,
     DEFAULT_MAX_RECOVERY_TRIES, DEFAULT_MIN_INTERVAL, DEFAULT_REFRESH_BEFORE, DEFAULT_REFRESH_BUFFER,
 };
+pub use rotation::RotationStats;
 pub use runtime::{Clock, Runtime, Sleep, Spawn, SystemClock};
 pub use source::{
     AuthContentType, ClientAuth, ClientSecret, EndpointConfig, FetchReason, FetchRequest, FieldMapping,

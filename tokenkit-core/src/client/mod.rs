@@ -179,6 +179,12 @@ impl Client {
         self.request(Method::DELETE, target)
     }
 
+    /// The size of this client's rotation state (refreshes in flight, grace-window entries):
+    /// for monitoring, and to check that it returns to zero after a rotation wave.
+    pub fn rotation_stats(&self) -> Result<crate::rotation::RotationStats, Error> {
+        Ok(self.auth()?.manager.stats())
+    }
+
     /// The current token record of the ambient session, refreshed first if it is missing,
     /// expired or due. Fails when the client has no token source.
     pub async fn token(&self) -> Result<Arc<TokenRecord>, Error> {

@@ -68,6 +68,18 @@ struct Core {
     /// Grace window: the successor of each recently rotated session key, and when it was
     /// obtained. Pruned as it is written, so it holds only the last grace window's rotations.
     successors: Mutex<HashMap<u64, (Arc<TokenRecord>, SystemTime)>>,
+    /// Whether a background task is scheduled to prune `successors`.
+    prune_scheduled: std::sync::atomic::AtomicBool,
+}
+
+/// The size of a client's rotation state, for monitoring and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RotationStats {
+    /// Refreshes in flight (one per session being refreshed).
+    pub refreshes_in_flight: usize,
+    /// Rotated sessions still in the grace window (their successors are kept).
+    pub grace_entries: usize,
 }
 
 /// Drives token rotation for one client.
@@ -107,6 +119,7 @@ impl Manager {
                 failures: AtomicU64::new(0),
                 proactive_failed_at: Mutex::new(HashMap::new()),
                 successors: Mutex::new(HashMap::new()),
+                prune_scheduled: std::sync::atomic::AtomicBool::new(false),
             }),
             flights: Arc::new(Flights::default()),
         }
@@ -126,6 +139,19 @@ impl Manager {
 
     pub(crate) fn now(&self) -> SystemTime {
         self.core.runtime.clock.now()
+    }
+
+    /// The current size of the rotation state.
+    pub(crate) fn stats(&self) -> RotationStats {
+        RotationStats {
+            refreshes_in_flight: self.flights.lock().len(),
+            grace_entries: self
+                .core
+                .successors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+        }
     }
 
     /// The key de-duplicating refreshes of this session with this override data.
@@ -364,12 +390,60 @@ impl Core {
         usable.then_some(record)
     }
 
-    fn remember_successor(&self, key: u64, record: &Arc<TokenRecord>, now: SystemTime) {
+    fn remember_successor(self: &Arc<Self>, key: u64, record: &Arc<TokenRecord>, now: SystemTime) {
+        let window = self.policy.grace_window();
+        if window.is_zero() {
+            return;
+        }
+        self.prune_successors(now);
+        self.successors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, (Arc::clone(record), now));
+        self.schedule_prune(window);
+    }
+
+    /// Drops successors older than the grace window; returns how many remain.
+    fn prune_successors(&self, now: SystemTime) -> usize {
         let window = self.policy.grace_window();
         let mut successors = self.successors.lock().unwrap_or_else(PoisonError::into_inner);
         successors.retain(|_, (_, at)| now.duration_since(*at).unwrap_or(Duration::ZERO) < window);
-        if !window.is_zero() {
-            successors.insert(key, (Arc::clone(record), now));
+        successors.len()
+    }
+
+    /// With Spawn and Sleep hooks, empties the grace table once its entries expire, so the
+    /// memory of a rotation wave is returned without waiting for the next rotation. The task
+    /// holds the client weakly and stops when the table is empty.
+    fn schedule_prune(self: &Arc<Self>, window: Duration) {
+        use std::sync::atomic::Ordering::{AcqRel, Release};
+        let (Some(spawn), Some(sleep)) = (self.runtime.spawn.clone(), self.runtime.sleep.clone()) else {
+            return;
+        };
+        if self.prune_scheduled.swap(true, AcqRel) {
+            return;
+        }
+        let core = Arc::downgrade(self);
+        let task = Box::pin(async move {
+            loop {
+                sleep.sleep(window).await;
+                let Some(core) = core.upgrade() else { return };
+                if core.prune_successors(core.runtime.clock.now()) > 0 {
+                    continue;
+                }
+                core.prune_scheduled.store(false, Release);
+                // An entry added between the prune and the store: keep going.
+                let still = core
+                    .successors
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .len();
+                if still == 0 || core.prune_scheduled.swap(true, AcqRel) {
+                    return;
+                }
+            }
+        });
+        if spawn.spawn(task).is_err() {
+            self.prune_scheduled.store(false, Release);
         }
     }
 
@@ -408,7 +482,7 @@ impl Core {
     }
 
     async fn fetch_and_store(
-        &self,
+        self: &Arc<Self>,
         key: u64,
         ctx: Option<&Context>,
         reason: FetchReason,

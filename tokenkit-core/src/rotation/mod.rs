@@ -2,4 +2,6 @@
 //! (`manager`, internal).
 
 pub(crate) mod manager;
+
+pub use manager::RotationStats;
 pub mod state;
