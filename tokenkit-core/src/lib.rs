@@ -41,6 +41,7 @@ pub mod client;
 pub mod context;
 pub mod error;
 pub mod events;
+mod header;
 pub mod policy;
 pub mod redact;
 pub mod rotation;

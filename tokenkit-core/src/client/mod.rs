@@ -361,7 +361,7 @@ impl ClientBuilder {
         HeaderValue: TryFrom<V>,
         <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
     {
-        match request::header_pair(name, value) {
+        match crate::header::header_pair(name, value) {
             Ok((name, value)) => {
                 self.default_headers.append(name, value);
             }

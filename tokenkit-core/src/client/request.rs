@@ -13,7 +13,8 @@ use super::retry::RetryConfig;
 use super::Client;
 use crate::context::{Context, Operation};
 use crate::error::{AuthFailure, Error, ErrorKind};
-use crate::redact::{is_sensitive_header, RedactedHeaders};
+use crate::header::header_pair;
+use crate::redact::RedactedHeaders;
 use crate::source::RefreshHints;
 use crate::transport::Transport;
 use crate::urls;
@@ -39,28 +40,6 @@ impl AuthOverride {
         self.data = Some(data);
         self
     }
-}
-
-pub(crate) fn header_pair<K, V>(name: K, value: V) -> Result<(HeaderName, HeaderValue), Error>
-where
-    HeaderName: TryFrom<K>,
-    <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
-    HeaderValue: TryFrom<V>,
-    <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
-{
-    let name = HeaderName::try_from(name).map_err(|e| {
-        let e: http::Error = e.into();
-        Error::config(format!("invalid header name: {e}"))
-    })?;
-    let mut value = HeaderValue::try_from(value).map_err(|e| {
-        let e: http::Error = e.into();
-        // The value itself is not echoed: it may be a credential.
-        Error::config(format!("invalid value for header {name}: {e}"))
-    })?;
-    if is_sensitive_header(&name) {
-        value.set_sensitive(true);
-    }
-    Ok((name, value))
 }
 
 /// A request being built. Errors in the chain are kept and returned by the `send` methods.
@@ -256,11 +235,8 @@ impl RequestBuilder {
         self.send_with(Ok).await
     }
 
-    /// Sends, converts the body, and lets the error interceptors observe any error.
-    async fn send_with<T>(
-        mut self,
-        convert: impl FnOnce(ApiResponse<Bytes>) -> Result<ApiResponse<T>, Error>,
-    ) -> Result<ApiResponse<T>, Error> {
+    /// The client and the context of this request, or the error recorded while building it.
+    fn prepare(&mut self) -> Result<(Client, Option<Context>), Error> {
         let (Some(client), None) = (self.client.clone(), &self.error) else {
             return Err(self
                 .error
@@ -271,13 +247,17 @@ impl RequestBuilder {
             .context
             .take()
             .or_else(|| client.inner.context_provider.current());
+        Ok((client, ctx))
+    }
+
+    /// Sends, converts the body, and lets the error interceptors observe any error.
+    async fn send_with<T>(
+        mut self,
+        convert: impl FnOnce(ApiResponse<Bytes>) -> Result<ApiResponse<T>, Error>,
+    ) -> Result<ApiResponse<T>, Error> {
+        let (client, ctx) = self.prepare()?;
         let result = self.execute(ctx.as_ref()).await.and_then(convert);
-        if let Err(err) = &result {
-            for interceptor in &client.inner.interceptors.error {
-                interceptor.observe(err.clone(), ctx.clone()).await;
-            }
-        }
-        result
+        observed(&client, ctx, result).await
     }
 
     /// The request flow: token → request interceptors → send (with timeout) → retry of
@@ -411,26 +391,12 @@ impl RequestBuilder {
         mut self,
         transport: &(dyn Transport + '_),
     ) -> Result<http::Response<Bytes>, Error> {
-        let (Some(client), None) = (self.client.clone(), &self.error) else {
-            return Err(self
-                .error
-                .take()
-                .unwrap_or_else(|| Error::config("the request has no client")));
-        };
-        let ctx = self
-            .context
-            .take()
-            .or_else(|| client.inner.context_provider.current());
+        let (client, ctx) = self.prepare()?;
         let result = self
             .exchange(ctx.as_ref(), transport)
             .await
             .map(|(_, response)| response);
-        if let Err(err) = &result {
-            for interceptor in &client.inner.interceptors.error {
-                interceptor.observe(err.clone(), ctx.clone()).await;
-            }
-        }
-        result
+        observed(&client, ctx, result).await
     }
 
     /// A request builder from a prepared `http::Request` (its URI may be absolute or a path).
@@ -442,6 +408,16 @@ impl RequestBuilder {
         builder.body = body;
         builder
     }
+}
+
+/// Lets the error interceptors observe the final error of a request, then returns the result.
+async fn observed<T>(client: &Client, ctx: Option<Context>, result: Result<T, Error>) -> Result<T, Error> {
+    if let Err(err) = &result {
+        for interceptor in &client.inner.interceptors.error {
+            interceptor.observe(err.clone(), ctx.clone()).await;
+        }
+    }
+    result
 }
 
 /// A successful response: decoded data, status, headers and the final URL.

@@ -51,13 +51,12 @@ impl LoginOptions {
 
     /// Adds a header to this login request.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            (Ok(name), Ok(value)) => {
+        match crate::header::header_pair(name, value) {
+            Ok((name, value)) => {
                 self.headers.append(name, value);
             }
-            _ => {
-                self.error
-                    .get_or_insert(Error::config(format!("invalid login header {name:?}")));
+            Err(err) => {
+                self.error.get_or_insert(err);
             }
         }
         self

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use http::{Method, StatusCode};
 use serde_json::{Map, Value};
 use url::Url;
@@ -134,13 +134,12 @@ impl EndpointConfig {
 
     /// Adds a header to every auth request.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            (Ok(name), Ok(value)) => {
+        match crate::header::header_pair(name, value) {
+            Ok((name, value)) => {
                 self.headers.append(name, value);
             }
-            _ => {
-                self.error
-                    .get_or_insert(Error::config(format!("invalid auth header {name:?}")));
+            Err(err) => {
+                self.error.get_or_insert(err);
             }
         }
         self
@@ -382,16 +381,7 @@ impl EndpointSource {
 #[async_trait]
 impl TokenSource for EndpointSource {
     async fn fetch(&self, request: FetchRequest) -> Result<TokenRecord, Error> {
-        let refresh_token = request
-            .current
-            .as_ref()
-            .and_then(|r| r.refresh_token.clone())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Auth(AuthFailure::NoSession),
-                    "there is no refresh token: log in first",
-                )
-            })?;
+        let refresh_token = super::refresh_token_of(&request)?;
         let mut body = self.config.refresh_data.clone();
         if let Some(Value::Object(data)) = request.data {
             body.extend(data);

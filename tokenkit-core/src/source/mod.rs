@@ -53,6 +53,20 @@ pub struct FetchRequest {
     pub data: Option<serde_json::Value>,
 }
 
+/// The refresh token of the record being replaced, or the "not logged in" error.
+pub(crate) fn refresh_token_of(request: &FetchRequest) -> Result<crate::token::RefreshToken, Error> {
+    request
+        .current
+        .as_ref()
+        .and_then(|r| r.refresh_token.clone())
+        .ok_or_else(|| {
+            Error::new(
+                crate::error::ErrorKind::Auth(crate::error::AuthFailure::NoSession),
+                "there is no refresh token: log in first",
+            )
+        })
+}
+
 /// What a request passes along to a refresh it triggers: its own headers and its `auth`
 /// override data.
 #[derive(Debug, Clone, Default)]

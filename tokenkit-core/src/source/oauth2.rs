@@ -17,7 +17,7 @@ use super::parse::{parse_token_response, FieldMapping};
 use super::{FetchRequest, TokenSource};
 use crate::error::{AuthFailure, Error, ErrorKind, OAuthError};
 use crate::runtime::Sleep;
-use crate::token::{RefreshToken, TokenRecord};
+use crate::token::TokenRecord;
 use crate::transport::{send_with_timeout, Transport};
 use crate::urls;
 
@@ -474,16 +474,7 @@ impl TokenSource for OAuth2Source {
                 fields.push(("grant_type".to_owned(), "client_credentials".to_owned()));
             }
             Grant::RefreshToken => {
-                let refresh: RefreshToken = request
-                    .current
-                    .as_ref()
-                    .and_then(|r| r.refresh_token.clone())
-                    .ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Auth(AuthFailure::NoSession),
-                            "there is no refresh token: log in first",
-                        )
-                    })?;
+                let refresh = super::refresh_token_of(&request)?;
                 fields.push(("grant_type".to_owned(), "refresh_token".to_owned()));
                 fields.push(("refresh_token".to_owned(), refresh.secret().to_owned()));
             }

@@ -1,0 +1,30 @@
+//! Building headers from user input, with typed errors and credentials marked sensitive.
+
+use http::header::{HeaderName, HeaderValue};
+
+use crate::error::Error;
+use crate::redact::is_sensitive_header;
+
+/// Parses a header name and value; credential headers are marked sensitive. The value is never
+/// echoed in the error: it may be a credential.
+pub(crate) fn header_pair<K, V>(name: K, value: V) -> Result<(HeaderName, HeaderValue), Error>
+where
+    HeaderName: TryFrom<K>,
+    <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+    HeaderValue: TryFrom<V>,
+    <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+{
+    let name = HeaderName::try_from(name).map_err(|e| {
+        let e: http::Error = e.into();
+        Error::config(format!("invalid header name: {e}"))
+    })?;
+    let mut value = HeaderValue::try_from(value).map_err(|e| {
+        let e: http::Error = e.into();
+        // The value itself is not echoed: it may be a credential.
+        Error::config(format!("invalid value for header {name}: {e}"))
+    })?;
+    if is_sensitive_header(&name) {
+        value.set_sensitive(true);
+    }
+    Ok((name, value))
+}
