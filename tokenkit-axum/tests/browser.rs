@@ -42,6 +42,28 @@ fn driver() -> Driver {
     Driver(child, port)
 }
 
+/// The text of an element on the current page.
+async fn text(browser: &fantoccini::Client, locator: Locator<'_>) -> String {
+    browser.find(locator).await.unwrap().text().await.unwrap()
+}
+
+/// The text of an element, waiting for it to appear (after a navigation).
+async fn text_when_loaded(browser: &fantoccini::Client, locator: Locator<'_>) -> String {
+    browser
+        .wait()
+        .for_element(locator)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Clicks an element.
+async fn click(browser: &fantoccini::Client, locator: Locator<'_>) {
+    browser.find(locator).await.unwrap().click().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Debian's chromium and chromium-driver; run by .ci/run"]
 async fn chromium_signs_in_rotates_and_cannot_read_the_token_cookies() {
@@ -94,46 +116,14 @@ async fn chromium_signs_in_rotates_and_cannot_read_the_token_cookies() {
     let browser = browser.expect("chromedriver did not start");
 
     browser.goto(&site).await.unwrap();
-    assert!(browser
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .contains("Sign in"));
-    browser
-        .find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let hello = browser
-        .wait()
-        .for_element(Locator::Id("hello"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert!(text(&browser, Locator::Css("h1")).await.contains("Sign in"));
+    click(&browser, Locator::Id("login")).await;
+    let hello = text_when_loaded(&browser, Locator::Id("hello")).await;
     assert_eq!(hello, "Hello, alice");
-    let first = browser
-        .find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let first = text(&browser, Locator::Id("token")).await;
 
     // HttpOnly: the page's own script saw no token cookie, and neither does injected script.
-    let js_cookies = browser
-        .find(Locator::Id("js-cookies"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let js_cookies = text(&browser, Locator::Id("js-cookies")).await;
     assert_eq!(js_cookies, "(none)");
     let document_cookie = browser.execute("return document.cookie;", vec![]).await.unwrap();
     assert_eq!(document_cookie, serde_json::json!(""));
@@ -154,23 +144,8 @@ async fn chromium_signs_in_rotates_and_cannot_read_the_token_cookies() {
     // One rotation: time passes (injected clock), the next page load refreshes silently.
     clock.advance(Duration::from_secs(3600));
     browser.refresh().await.unwrap();
-    assert_eq!(
-        browser
-            .find(Locator::Id("hello"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "Hello, alice"
-    );
-    let second = browser
-        .find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(text(&browser, Locator::Id("hello")).await, "Hello, alice");
+    let second = text(&browser, Locator::Id("token")).await;
     assert_ne!(first, second, "served with a new access token");
     let cookies = browser.get_all_cookies().await.unwrap();
     let new_refresh = cookies
@@ -185,13 +160,7 @@ async fn chromium_signs_in_rotates_and_cannot_read_the_token_cookies() {
     );
     assert_eq!(upstream.count("/auth/refresh"), 1);
 
-    browser
-        .find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Id("logout")).await;
     let heading = browser.wait().for_element(Locator::Id("message")).await.unwrap();
     assert_eq!(heading.text().await.unwrap(), "Please sign in.");
     assert!(browser
