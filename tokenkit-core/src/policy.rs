@@ -182,12 +182,20 @@ impl StandardPolicy {
     }
 
     fn jitter_for(&self, record: &TokenRecord) -> Duration {
-        if self.jitter <= 0.0 || self.refresh_before.is_zero() {
+        // The field is public: NaN, infinities and out-of-range values are read as the
+        // setter would have clamped them, so the hot path can never panic.
+        let fraction = if self.jitter.is_nan() {
+            0.0
+        } else {
+            self.jitter.clamp(0.0, 1.0)
+        };
+        if fraction == 0.0 || self.refresh_before.is_zero() {
             return Duration::ZERO;
         }
         // A deterministic value in [0, 1) from the token's fingerprint.
         let unit = (record.fingerprint() >> 11) as f64 / (1u64 << 53) as f64;
-        self.refresh_before.mul_f64(self.jitter * unit)
+        Duration::try_from_secs_f64(self.refresh_before.as_secs_f64() * fraction * unit)
+            .unwrap_or(self.refresh_before)
     }
 }
 
@@ -313,6 +321,19 @@ mod tests {
 
     fn no_jitter() -> StandardPolicy {
         StandardPolicy::default().jitter(0.0)
+    }
+
+    #[test]
+    fn non_finite_or_out_of_range_jitter_never_panics() {
+        let lifetime = 3600;
+        for jitter in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, 7.5, f64::MAX] {
+            let mut p = StandardPolicy::default().refresh_before(Duration::MAX);
+            p.jitter = jitter; // the public field bypasses the clamping setter
+            for secs in [0, 1000, 1799, 1800, 3599, 3600, 9999] {
+                let _ = p.freshness(Some(&record(lifetime)), at(secs));
+            }
+            assert_eq!(p.freshness(Some(&record(lifetime)), at(4000)), Freshness::Expired);
+        }
     }
 
     #[test]

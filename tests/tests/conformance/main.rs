@@ -9,6 +9,7 @@ mod adapters;
 mod faults;
 mod oauth;
 mod provider;
+mod rotation;
 mod scenarios;
 mod session;
 
@@ -44,6 +45,7 @@ macro_rules! conformance {
 use faults::*;
 use oauth::*;
 use provider::*;
+use rotation::*;
 use scenarios::*;
 use session::*;
 
@@ -87,4 +89,6 @@ conformance!(
     oauth_client_credentials_with_basic_and_post_auth,
     oauth_error_paths_and_the_retry_rule,
     oauth_password_login_refresh_rotation_and_revocation,
+    hostile_expiries_are_typed_errors_and_the_next_request_starts_clean,
+    a_panicking_provider_fails_its_waiters_and_the_next_request_starts_clean,
 );

@@ -159,7 +159,9 @@ impl RetryConfig {
         }
         .min(self.max_delay);
         if self.jitter {
-            base.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+            let unit = if unit.is_nan() { 0.0 } else { unit.clamp(0.0, 1.0) };
+            // Checked: `mul_f64` panics when the product rounds above `Duration::MAX`.
+            Duration::try_from_secs_f64(base.as_secs_f64() * (0.5 + 0.5 * unit)).unwrap_or(base)
         } else {
             base
         }
@@ -210,6 +212,16 @@ mod tests {
         assert!(!r.retries_status(&Method::GET, 1, StatusCode::NOT_FOUND));
         assert!(!r.retries_status(&Method::GET, 1, StatusCode::UNAUTHORIZED));
         assert!(!RetryConfig::none().retries_error(&Method::GET, 1, &network));
+    }
+
+    #[test]
+    fn jitter_on_a_huge_delay_never_panics() {
+        let r = RetryConfig::default()
+            .delay(Duration::MAX)
+            .max_delay(Duration::MAX);
+        for unit in [0.0, 0.5, 0.999_999, 1.0, f64::NAN, f64::INFINITY] {
+            assert!(r.delay_after(64, None, now(), unit) >= Duration::from_secs(1 << 62));
+        }
     }
 
     #[test]

@@ -336,9 +336,13 @@ impl Manager {
             let ctx = ctx.cloned();
             let hints = hints.clone();
             let future: BoxFuture<'static, _> = Box::pin(async move {
-                let result = core
-                    .fetch_and_store(key, ctx.as_ref(), reason, rejected.as_ref(), hints)
-                    .await;
+                // A panic (in a user's provider closure, say) must not poison the shared
+                // flight: it ends as a typed error for every waiter, and the flight is removed.
+                let work = core.fetch_and_store(key, ctx.as_ref(), reason, rejected.as_ref(), hints);
+                let result = std::panic::AssertUnwindSafe(work)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(refresh_panicked()));
                 if let Some(flights) = flights.upgrade() {
                     flights.remove(key, id);
                 }
@@ -361,6 +365,14 @@ impl Manager {
         };
         (future, spawned)
     }
+}
+
+fn refresh_panicked() -> Error {
+    tracing::error!(target: "tokenkit", "the token source panicked; the refresh was abandoned");
+    Error::new(
+        ErrorKind::Auth(AuthFailure::TokenUnavailable),
+        "the token source panicked; the refresh was abandoned",
+    )
 }
 
 fn no_token() -> Error {

@@ -134,12 +134,10 @@ fn lifetime(field: &str, secs: f64) -> Result<Duration, Error> {
             "field {field:?} must be a positive lifetime, got {secs}"
         )));
     }
-    if secs > MAX_TOKEN_LIFETIME.as_secs_f64() {
-        return Err(Error::invalid_token(format!(
-            "field {field:?} is an absurd lifetime ({secs}s)"
-        )));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|lifetime| *lifetime <= MAX_TOKEN_LIFETIME)
+        .ok_or_else(|| Error::invalid_token(format!("field {field:?} is an absurd lifetime ({secs}s)")))
 }
 
 /// An absolute unix time in seconds (or milliseconds, when the value is too large to be
@@ -155,7 +153,11 @@ fn until(field: &str, unix: f64, now: SystemTime) -> Result<Duration, Error> {
             "field {field:?} is not a valid time"
         )));
     }
-    let at = UNIX_EPOCH + Duration::from_secs_f64(secs);
+    // Bounded before any arithmetic: `1e300` or `1.5e22` is a typed error, never a panic.
+    let at = Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|since_epoch| UNIX_EPOCH.checked_add(since_epoch))
+        .ok_or_else(|| Error::invalid_token(format!("field {field:?} is an absurd time ({secs})")))?;
     let remaining = at.duration_since(now).map_err(|_| {
         Error::invalid_token(format!(
             "field {field:?} is in the past: the token is already expired"
@@ -310,6 +312,41 @@ mod tests {
             err.message().contains("access_token, accessToken, token"),
             "{err}"
         );
+    }
+
+    /// A JWT with `claims` (unsigned; only the claims are read).
+    fn jwt(claims: Value) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.c2ln",
+            b64.encode(r#"{"alg":"none"}"#),
+            b64.encode(claims.to_string())
+        )
+    }
+
+    #[test]
+    fn huge_and_non_finite_times_are_typed_errors_not_panics() {
+        let bodies = [
+            json!({"access_token": "a", "expires_at": 1e300}),
+            json!({"access_token": "a", "expires_at": 1.5e22}),
+            json!({"access_token": "a", "expires_at": "1e300"}),
+            json!({"access_token": "a", "expires_at": "inf"}),
+            json!({"access_token": "a", "expires_at": "NaN"}),
+            json!({"access_token": "a", "expiresAt": 9.3e21}),
+            json!({"access_token": "a", "expires_in": 1e300}),
+            json!({"access_token": "a", "expires_in": "1e19"}),
+            json!({"access_token": "a", "expires_in": u64::MAX}),
+            json!({"access_token": "a", "refresh_expires_in": 1e300}),
+            json!({"access_token": jwt(json!({"exp": 1e25}))}),
+            json!({"access_token": jwt(json!({"exp": 1e300}))}),
+            json!({"access_token": jwt(json!({"exp": "9.9e21"}))}),
+            json!({"access_token": jwt(json!({"exp": -1e300}))}),
+        ];
+        for body in bodies {
+            let err = parse(body.clone()).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidToken, "{body}");
+        }
     }
 
     fn json_value() -> impl Strategy<Value = Value> {

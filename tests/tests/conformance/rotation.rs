@@ -1,0 +1,100 @@
+//! Rotation under hostile input and concurrency (issue 10), for every adapter.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokenkit_core::{ErrorKind, ProvidedToken, StandardPolicy};
+use tokenkit_tests::{Browser, Fault};
+
+use crate::adapters::Adapter;
+use crate::scenarios::{login, user_of, world};
+
+/// An unsigned JWT carrying `claims` (tokenkit only peeks at the claims).
+fn jwt(claims: Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.c2ln",
+        b64.encode(r#"{"alg":"none"}"#),
+        b64.encode(claims.to_string())
+    )
+}
+
+/// Token responses whose expiry is a number no clock can hold.
+fn hostile_bodies() -> Vec<Value> {
+    vec![
+        json!({"access_token": "h1", "refresh_token": "hr", "expires_at": 1e300}),
+        json!({"access_token": "h1", "refresh_token": "hr", "expires_at": 1.5e22}),
+        json!({"access_token": "h1", "refresh_token": "hr", "expires_at": "1e300"}),
+        json!({"access_token": "h1", "refresh_token": "hr", "expiresAt": 9.3e21}),
+        json!({"access_token": jwt(json!({"exp": 1e25})), "refresh_token": "hr"}),
+        json!({"access_token": jwt(json!({"exp": 1e300})), "refresh_token": "hr"}),
+        json!({"access_token": jwt(json!({"exp": "9.9e21"})), "refresh_token": "hr"}),
+        json!({"access_token": "h1", "refresh_token": "hr", "expires_in": 1e300}),
+    ]
+}
+
+/// Each hostile refresh response is a typed error; the session survives it, no flight is left
+/// over, and the next request against the fixed server refreshes and succeeds.
+pub(crate) async fn hostile_expiries_are_typed_errors_and_the_next_request_starts_clean<A: Adapter>() {
+    for body in hostile_bodies() {
+        let w = world();
+        let client = w.session_client::<A>();
+        let browser = Browser::new();
+        login(&client, &browser, "alice", "wonderland").await;
+        w.clock.advance(Duration::from_secs(3600));
+        w.server.fail_next_refresh_requests(1, Fault::Json(body.clone()));
+        let err = user_of(&client, &browser).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidToken, "{body}: {err}");
+        assert_eq!(client.rotation_stats().unwrap().refreshes_in_flight, 0, "{body}");
+        assert_eq!(
+            user_of(&client, &browser).await.unwrap(),
+            "alice",
+            "{body}: the next request starts clean"
+        );
+        assert_eq!(w.server.count("/auth/refresh"), 2, "{body}");
+        assert_eq!(client.rotation_stats().unwrap().refreshes_in_flight, 0);
+    }
+}
+
+/// A provider closure that panics: every waiter gets a typed error, and the next request
+/// runs a new, clean refresh.
+pub(crate) async fn a_panicking_provider_fails_its_waiters_and_the_next_request_starts_clean<A: Adapter>() {
+    let w = world();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let client = A::builder(&w.server.url())
+        .clock(w.clock.clone())
+        .policy(StandardPolicy::provider().jitter(0.0))
+        .provider(move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                futures_timer::Delay::new(Duration::from_millis(20)).await;
+                if n == 0 {
+                    panic!("provider bug");
+                }
+                Ok::<_, std::io::Error>(ProvidedToken::new(format!("p{n}"), 3600))
+            }
+        })
+        .build()
+        .unwrap();
+    let waiters =
+        futures_util::future::join_all((0..50).map(|_| client.get("/public/x").send::<Value>())).await;
+    for result in waiters {
+        let err = result.unwrap_err();
+        assert_eq!(
+            err.auth_failure(),
+            Some(tokenkit_core::AuthFailure::TokenUnavailable),
+            "{err}"
+        );
+        assert!(err.to_string().contains("panicked"), "{err}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one flight for all 50 waiters");
+    assert_eq!(client.rotation_stats().unwrap().refreshes_in_flight, 0);
+    let ok = client.get("/public/x").send::<Value>().await.unwrap();
+    assert_eq!(ok.data["authorization_present"], true);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(client.rotation_stats().unwrap().refreshes_in_flight, 0);
+}
