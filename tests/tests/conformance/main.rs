@@ -91,4 +91,5 @@ conformance!(
     oauth_password_login_refresh_rotation_and_revocation,
     hostile_expiries_are_typed_errors_and_the_next_request_starts_clean,
     a_panicking_provider_fails_its_waiters_and_the_next_request_starts_clean,
+    a_slow_refresh_still_leaves_the_full_grace_window,
 );

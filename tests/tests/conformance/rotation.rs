@@ -98,3 +98,37 @@ pub(crate) async fn a_panicking_provider_fails_its_waiters_and_the_next_request_
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(client.rotation_stats().unwrap().refreshes_in_flight, 0);
 }
+
+/// A refresh that takes 5.3 s (on the injected clock) still leaves the whole grace window: a
+/// late request with the old cookies gets the successor, and the refresh token is sent once.
+pub(crate) async fn a_slow_refresh_still_leaves_the_full_grace_window<A: Adapter>() {
+    let w = world();
+    let client = w.session_client::<A>();
+    let browser = Browser::new();
+    login(&client, &browser, "alice", "wonderland").await;
+    let old = browser.snapshot();
+    w.clock.advance(Duration::from_secs(3600));
+    w.server
+        .fail_next_refresh_requests(1, Fault::Delay(Duration::from_millis(400)));
+    let clock = w.clock.clone();
+    let (user, ()) = futures_util::future::join(user_of(&client, &browser), async move {
+        // The refresh is at the server now; 5.3 s pass before its answer arrives.
+        futures_timer::Delay::new(Duration::from_millis(150)).await;
+        clock.advance(Duration::from_millis(5300));
+    })
+    .await;
+    assert_eq!(user.unwrap(), "alice");
+    assert_eq!(w.server.count("/auth/refresh"), 1);
+    // 4 s after the new tokens arrived (9.3 s after the refresh started).
+    w.clock.advance(Duration::from_secs(4));
+    let late = Browser::new();
+    late.restore(old);
+    assert_eq!(user_of(&client, &late).await.unwrap(), "alice");
+    assert_eq!(
+        late.cookie("refresh_token"),
+        browser.cookie("refresh_token"),
+        "the late request got the successor"
+    );
+    assert_eq!(w.server.count("/auth/refresh"), 1, "one refresh");
+    assert_eq!(w.server.reuse_detected(), 0);
+}

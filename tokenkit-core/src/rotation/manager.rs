@@ -562,7 +562,10 @@ impl Core {
             Err(err) => return Err(err),
         }
         if current.as_ref().is_some_and(|c| c.refresh_token.is_some()) {
-            self.remember_successor(key, &record, now);
+            // The window runs from when the new tokens arrived, not from when the (possibly
+            // slow) refresh started.
+            let arrived_at = self.runtime.clock.now();
+            self.remember_successor(key, &record, arrived_at);
         }
         self.events.refreshed(&record, now, ctx);
         Ok(record)
