@@ -18,9 +18,15 @@
 //! ## How curl is built
 //! libcurl is compiled from source and linked statically (isahc's `static-curl`, through
 //! `curl-sys`): no system curl package is needed, only a C compiler. HTTPS is enabled by the
-//! `rustls` feature (curl's rustls backend). Without a Spawn hook, refreshes in the proactive
-//! window run inline (the request that notices them waits), which keeps the adapter
-//! runtime-agnostic.
+//! `rustls` feature (curl's rustls backend).
+//!
+//! ## How refreshes run without a runtime
+//! A refresh once sent must complete and be stored even if every request waiting for it is
+//! dropped, and refreshes in the proactive window run in the background. Both need something
+//! to poll the refresh when no caller does: [`ThreadSpawn`], one executor thread named
+//! `tokenkit-isahc` shared by every client of the process and started on first use. It runs
+//! only tokenkit's own refresh futures (which wait on curl's agent thread and on
+//! `futures-timer`), so the adapter still works on any executor, or none.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -30,7 +36,10 @@ use bytes::Bytes;
 use futures_util::AsyncReadExt;
 use isahc::error::ErrorKind as IsahcErrorKind;
 use isahc::{AsyncBody, HttpClient};
-use tokenkit_core::runtime::{BoxFuture, Runtime, Sleep};
+use std::sync::OnceLock;
+
+use futures_executor::ThreadPool;
+use tokenkit_core::runtime::{BoxFuture, Runtime, Sleep, Spawn, SpawnError};
 use tokenkit_core::{Client, ClientBuilder, Error, ErrorKind, Transport, TransportError, TransportErrorKind};
 
 pub use isahc;
@@ -114,9 +123,34 @@ impl Sleep for TimerSleep {
     }
 }
 
-/// The system clock and [`TimerSleep`]; no spawner (refreshes run inline).
+/// A runtime-agnostic [`Spawn`]: one process-wide executor thread (`tokenkit-isahc`), started
+/// on first use, that drives refreshes nobody else polls.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ThreadSpawn;
+
+fn pool() -> Result<&'static ThreadPool, SpawnError> {
+    static POOL: OnceLock<Result<ThreadPool, String>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        ThreadPool::builder()
+            .pool_size(1)
+            .name_prefix("tokenkit-isahc")
+            .create()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| SpawnError(e.clone()))
+}
+
+impl Spawn for ThreadSpawn {
+    fn spawn(&self, task: BoxFuture<'static, ()>) -> Result<(), SpawnError> {
+        pool()?.spawn_ok(task);
+        Ok(())
+    }
+}
+
+/// The system clock, [`TimerSleep`] and [`ThreadSpawn`].
 pub fn runtime() -> Runtime {
-    Runtime::new().with_sleep(TimerSleep)
+    Runtime::new().with_sleep(TimerSleep).with_spawn(ThreadSpawn)
 }
 
 /// A [`ClientBuilder`] with a default [`IsahcTransport`] and the runtime-agnostic hooks.
@@ -141,6 +175,19 @@ mod tests {
             .unwrap();
         let err = futures_executor::block_on(t.send(req)).unwrap_err();
         assert_eq!(err.kind(), TransportErrorKind::Connect);
+    }
+
+    #[test]
+    fn thread_spawn_runs_tasks_without_any_runtime() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        ThreadSpawn
+            .spawn(Box::pin(async move {
+                TimerSleep.sleep(Duration::from_millis(1)).await;
+                tx.send(std::thread::current().name().map(str::to_owned)).unwrap();
+            }))
+            .unwrap();
+        let name = rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        assert!(name.starts_with("tokenkit-isahc"), "{name}");
     }
 
     #[test]

@@ -32,5 +32,5 @@ impl Adapter for Isahc {
     fn builder(base_url: &str) -> ClientBuilder {
         tokenkit_isahc::builder(base_url).unwrap()
     }
-    const SPAWNS: bool = false;
+    const SPAWNS: bool = true;
 }

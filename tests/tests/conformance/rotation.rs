@@ -9,7 +9,7 @@ use tokenkit_core::{ErrorKind, ProvidedToken, StandardPolicy};
 use tokenkit_tests::{Browser, Fault};
 
 use crate::adapters::Adapter;
-use crate::scenarios::{login, user_of, world};
+use crate::scenarios::{get_id, login, user_of, world};
 
 /// An unsigned JWT carrying `claims` (tokenkit only peeks at the claims).
 fn jwt(claims: Value) -> String {
@@ -131,4 +131,34 @@ pub(crate) async fn a_slow_refresh_still_leaves_the_full_grace_window<A: Adapter
     );
     assert_eq!(w.server.count("/auth/refresh"), 1, "one refresh");
     assert_eq!(w.server.reuse_detected(), 0);
+}
+
+/// 1,000 callers dropped while their shared refresh is at the token endpoint: the refresh
+/// still completes and is stored (every adapter drives it, isahc on its own thread), and no
+/// flight is left over.
+pub(crate) async fn a_refresh_whose_callers_were_all_dropped_is_completed_and_stored<A: Adapter>() {
+    let w = world();
+    let client = w.provider_client::<A>();
+    w.server
+        .fail_next_token_requests(1, Fault::Delay(Duration::from_millis(300)));
+    let callers = futures_util::future::join_all((0..1000).map(|_| client.get("/api/x").send::<Value>()));
+    let gave_up = futures_util::future::select(
+        Box::pin(callers),
+        futures_timer::Delay::new(Duration::from_millis(100)),
+    )
+    .await;
+    assert!(
+        matches!(gave_up, futures_util::future::Either::Right(_)),
+        "the callers were still waiting"
+    );
+    drop(gave_up); // every caller is dropped mid-refresh
+    let probe = client.clone();
+    crate::scenarios::eventually(move || probe.rotation_stats().unwrap().refreshes_in_flight == 0).await;
+    assert_eq!(w.server.token_requests(), 1);
+    assert_eq!(
+        get_id(&client, "/api/x").await,
+        1,
+        "the dropped callers' refresh was stored"
+    );
+    assert_eq!(w.server.token_requests(), 1, "and not fetched again");
 }
