@@ -25,11 +25,23 @@ pub struct Context {
     inner: Arc<ContextInner>,
 }
 
-#[derive(Default)]
 struct ContextInner {
+    /// Unique for the life of the process: never reused, unlike an address.
+    id: u64,
     extensions: Mutex<http::Extensions>,
     /// Originals = the request's cookies; delta = what to send back as `Set-Cookie`.
     cookies: Mutex<CookieJar>,
+}
+
+impl Default for ContextInner {
+    fn default() -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            extensions: Mutex::default(),
+            cookies: Mutex::default(),
+        }
+    }
 }
 
 impl fmt::Debug for Context {
@@ -140,9 +152,10 @@ impl Context {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// A stable identity for this context while it lives (used to key per-context state).
-    pub fn id(&self) -> usize {
-        Arc::as_ptr(&self.inner) as *const () as usize
+    /// This context's identity, shared by its clones and never given to another context of
+    /// the process (it keys per-session state such as a refresh in flight).
+    pub fn id(&self) -> u64 {
+        self.inner.id
     }
 }
 

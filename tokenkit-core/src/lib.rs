@@ -70,7 +70,7 @@ pub use policy::{
     parse_duration, Freshness, RefreshPolicy, StandardPolicy, DEFAULT_CLOCK_SKEW, DEFAULT_GRACE_WINDOW,
     DEFAULT_MAX_RECOVERY_TRIES, DEFAULT_MIN_INTERVAL, DEFAULT_REFRESH_BEFORE, DEFAULT_REFRESH_BUFFER,
 };
-pub use rotation::RotationStats;
+pub use rotation::{Coordinator, InProcessCoordinator, RotationStats, SessionKey};
 pub use runtime::{Clock, Runtime, Sleep, Spawn, SystemClock};
 pub use source::{
     AuthContentType, ClientAuth, ClientSecret, EndpointConfig, FetchReason, FetchRequest, FieldMapping,
@@ -78,7 +78,7 @@ pub use source::{
 };
 pub use store::{
     CookieConfig, CookieStore, MemorySessionBackend, MemoryStore, SessionBackend, SessionId, SessionStore,
-    TokenStore,
+    StoreScope, TokenStore,
 };
 pub use token::{AccessToken, RefreshToken, TokenBundle, TokenRecord};
 pub use transport::{transport_fn, Transport, TransportError, TransportErrorKind};

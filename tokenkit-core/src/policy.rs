@@ -42,6 +42,13 @@ pub enum Freshness {
     Expired,
 }
 
+impl Freshness {
+    /// Whether a token of this freshness may be sent: fresh, or stale but not yet expired.
+    pub fn is_usable(self) -> bool {
+        matches!(self, Freshness::Fresh | Freshness::Stale)
+    }
+}
+
 /// Decides freshness and what a rejected response means. Pure and synchronous: no I/O, no
 /// clock reads (the instant is an argument).
 pub trait RefreshPolicy: Send + Sync + fmt::Debug {

@@ -119,17 +119,27 @@ impl Runtime {
 }
 
 #[cfg(any(test, feature = "test-util"))]
-pub use manual::ManualClock;
+pub use manual::{ManualClock, ManualSleep};
 
 #[cfg(any(test, feature = "test-util"))]
 mod manual {
-    use super::Clock;
-    use std::sync::{Arc, Mutex, PoisonError};
+    use super::{BoxFuture, Clock, Sleep};
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+    use std::task::{Context, Poll, Waker};
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[derive(Debug)]
+    struct Inner {
+        now: SystemTime,
+        /// Sleepers to wake when time moves.
+        sleepers: Vec<Waker>,
+    }
 
     /// A clock that moves only when told to. Clones share the same time.
     #[derive(Clone, Debug)]
-    pub struct ManualClock(Arc<Mutex<SystemTime>>);
+    pub struct ManualClock(Arc<Mutex<Inner>>);
 
     impl Default for ManualClock {
         fn default() -> Self {
@@ -141,24 +151,78 @@ mod manual {
     impl ManualClock {
         /// A clock standing at `start`.
         pub fn new(start: SystemTime) -> Self {
-            Self(Arc::new(Mutex::new(start)))
+            Self(Arc::new(Mutex::new(Inner {
+                now: start,
+                sleepers: Vec::new(),
+            })))
         }
 
-        /// Moves the clock forward.
+        fn lock(&self) -> MutexGuard<'_, Inner> {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        /// Moves the clock forward (saturating at the largest representable instant) and
+        /// wakes the [`ManualSleep`]s waiting on it.
         pub fn advance(&self, by: Duration) {
-            let mut now = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            *now += by;
+            let mut inner = self.lock();
+            inner.now = inner.now.checked_add(by).unwrap_or(inner.now);
+            let sleepers = std::mem::take(&mut inner.sleepers);
+            drop(inner);
+            sleepers.into_iter().for_each(Waker::wake);
         }
 
         /// Sets the clock to `to`.
         pub fn set(&self, to: SystemTime) {
-            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = to;
+            let sleepers = {
+                let mut inner = self.lock();
+                inner.now = to;
+                std::mem::take(&mut inner.sleepers)
+            };
+            sleepers.into_iter().for_each(Waker::wake);
+        }
+
+        /// A [`Sleep`] hook on this clock: its sleeps end when the clock is moved past them.
+        pub fn sleeper(&self) -> ManualSleep {
+            ManualSleep(self.clone())
         }
     }
 
     impl Clock for ManualClock {
         fn now(&self) -> SystemTime {
-            *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+            self.lock().now
+        }
+    }
+
+    /// Sleeps on a [`ManualClock`]: a sleep ends when the clock is moved past its end.
+    #[derive(Clone, Debug)]
+    pub struct ManualSleep(ManualClock);
+
+    struct Until {
+        clock: ManualClock,
+        until: Option<SystemTime>,
+    }
+
+    impl Future for Until {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let mut inner = self.clock.lock();
+            match self.until {
+                Some(until) if inner.now >= until => Poll::Ready(()),
+                _ => {
+                    inner.sleepers.push(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    impl Sleep for ManualSleep {
+        fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+            let until = self.0.now().checked_add(duration);
+            Box::pin(Until {
+                clock: self.0.clone(),
+                until,
+            })
         }
     }
 }

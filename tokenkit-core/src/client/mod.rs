@@ -28,7 +28,8 @@ use crate::error::Error;
 use crate::events::Events;
 use crate::policy::{RefreshPolicy, StandardPolicy};
 use crate::redact::{is_sensitive_header, RedactedHeaders};
-use crate::rotation::manager::Manager;
+use crate::rotation::manager::{Manager, Parts};
+use crate::rotation::Coordinator;
 use crate::runtime::{Clock, Runtime};
 use crate::source::endpoint::EndpointSource;
 use crate::source::oauth2::{Grant, OAuth2Config, OAuth2Source};
@@ -275,6 +276,7 @@ pub struct ClientBuilder {
     endpoints: Option<EndpointConfig>,
     oauth: Option<(OAuth2Config, Grant)>,
     store: Option<Arc<dyn TokenStore>>,
+    coordinator: Option<Arc<dyn Coordinator>>,
     policy: Option<PolicyChoice>,
     provider_mode: bool,
     header_name: HeaderName,
@@ -312,6 +314,7 @@ impl ClientBuilder {
             endpoints: None,
             oauth: None,
             store: None,
+            coordinator: None,
             policy: None,
             provider_mode: false,
             header_name: AUTHORIZATION,
@@ -477,6 +480,15 @@ impl ClientBuilder {
     /// Sets a shared token store.
     pub fn shared_store(mut self, store: Arc<dyn TokenStore>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Shares single flight and the grace window beyond this client: with the other clients
+    /// given the same [`InProcessCoordinator`](crate::rotation::InProcessCoordinator), or with
+    /// a fleet's replicas through a distributed coordinator. By default each client
+    /// coordinates its own requests.
+    pub fn coordinator(mut self, coordinator: impl Coordinator + 'static) -> Self {
+        self.coordinator = Some(Arc::new(coordinator));
         self
     }
 
@@ -757,14 +769,15 @@ impl ClientBuilder {
         let session_oauth =
             oauth.and_then(|(source, grant)| (grant == Grant::RefreshToken).then_some(source));
         let auth = source.map(|source| Auth {
-            manager: Manager::new(
+            manager: Manager::new(Parts {
                 source,
-                self.store.take().unwrap_or(default_store),
+                store: self.store.take().unwrap_or(default_store),
                 policy,
-                self.runtime.clone(),
-                self.events.clone(),
-                self.fetch_timeout,
-            ),
+                runtime: self.runtime.clone(),
+                events: self.events.clone(),
+                fetch_timeout: self.fetch_timeout,
+                coordinator: self.coordinator.take(),
+            }),
             header_name: self.header_name.clone(),
             formatter: Arc::clone(&self.formatter),
             endpoint,

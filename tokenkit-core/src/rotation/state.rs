@@ -1,406 +1,331 @@
-//! The rotation state machine, sans I/O: given what is known (the record's freshness, whether a
-//! refresh is in flight, what the server said), decide what to do. No async, no clock reads, no
-//! locks — the manager supplies the facts and executes the decisions.
+//! The rotation state machine, sans I/O: every rotation decision is made here, by
+//! [`decide`], from what is known about one session (its [`SessionState`]), the record at
+//! hand, the instant, the policy and an [`Event`]. No async, no clock reads, no locks — the
+//! manager supplies the facts and executes the [`Decision`].
 //!
-//! Per session the states are: no token → fresh → stale (proactive window) → expired, plus
-//! refreshing (a flight is in progress) and invalid (the session was cleared).
+//! Per session: no token → fresh → stale (proactive window) → expired, plus refreshing (a
+//! flight is in progress), rotated (a successor is kept for the grace window), cooling down
+//! (a proactive refresh just failed) and invalid (the session was cleared).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use crate::error::{AuthFailure, Error};
-use crate::policy::Freshness;
+use crate::policy::{Freshness, RefreshPolicy};
 use crate::source::FetchReason;
+use crate::token::{AccessToken, TokenRecord};
 
-/// What to do when a request needs a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenDecision {
-    /// Use the current token as is.
-    Use,
-    /// Use the current token and start a refresh in the background.
-    UseAndRefreshInBackground,
-    /// Start a refresh and wait for it. `proactive`: the current token is still valid and may
-    /// be used if the refresh fails.
-    StartRefreshAndWait {
-        /// Whether the current token is still usable.
-        proactive: bool,
+/// Everything rotation knows about one session.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionState {
+    /// A refresh of this session is in flight in this process.
+    pub(crate) refreshing: bool,
+    /// The record that replaced this session's record, kept for the grace window.
+    pub(crate) successor: Option<Successor>,
+    /// When a proactive refresh of this session last failed.
+    pub(crate) proactive_failed_at: Option<SystemTime>,
+}
+
+/// The record a rotation produced, kept so late requests presenting the rotated-away refresh
+/// token get it instead of rotating again.
+#[derive(Debug, Clone)]
+pub(crate) struct Successor {
+    pub(crate) record: Arc<TokenRecord>,
+    /// When the new tokens arrived: the window runs from here.
+    pub(crate) arrived_at: SystemTime,
+    pub(crate) window: Duration,
+}
+
+impl Successor {
+    /// The end of the window; `None` when the clock cannot represent it (never ends).
+    pub(crate) fn until(&self) -> Option<SystemTime> {
+        self.arrived_at.checked_add(self.window)
+    }
+
+    /// Whether the window is still open at `now`.
+    pub(crate) fn is_open(&self, now: SystemTime) -> bool {
+        self.until().is_none_or(|until| now < until)
+    }
+}
+
+impl SessionState {
+    /// Whether the state holds nothing worth keeping at `now` (it can be dropped).
+    pub(crate) fn is_idle(&self, now: SystemTime, proactive_retry_delay: Duration) -> bool {
+        !self.refreshing
+            && self.successor.as_ref().is_none_or(|s| !s.is_open(now))
+            && !self.cooling_down(now, proactive_retry_delay)
+    }
+
+    /// Whether a proactive refresh failed less than `delay` ago.
+    pub(crate) fn cooling_down(&self, now: SystemTime, delay: Duration) -> bool {
+        self.proactive_failed_at
+            .is_some_and(|at| now.duration_since(at).unwrap_or(Duration::ZERO) < delay)
+    }
+
+    /// The successor to hand out at `now`: within its window, still usable (a token shorter
+    /// lived than the window may have expired), and not the token just rejected.
+    fn usable_successor(
+        &self,
+        now: SystemTime,
+        policy: &dyn RefreshPolicy,
+        rejected: Option<&AccessToken>,
+    ) -> Option<Arc<TokenRecord>> {
+        let successor = self.successor.as_ref().filter(|s| s.is_open(now))?;
+        servable(&successor.record, now, policy, rejected).then(|| Arc::clone(&successor.record))
+    }
+}
+
+/// Whether a successor may be handed to a request: still usable (a token shorter lived than
+/// the window may have expired) and not the very token the server just rejected.
+fn servable(
+    record: &TokenRecord,
+    now: SystemTime,
+    policy: &dyn RefreshPolicy,
+    rejected: Option<&AccessToken>,
+) -> bool {
+    let rejected_already = rejected.is_some() && record.access_token.as_ref() == rejected;
+    policy.freshness(Some(record), now).is_usable() && !rejected_already
+}
+
+/// What happened, as far as rotation is concerned.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event<'a> {
+    /// A request needs a token; its session holds `record`. `background`: a refresh may run
+    /// detached from the request (a Spawn hook exists and the store's scope allows it).
+    TokenNeeded {
+        record: Option<&'a TokenRecord>,
+        background: bool,
     },
-    /// Wait for the refresh already in flight.
-    JoinRefresh {
-        /// Whether the current token is still usable.
-        proactive: bool,
+    /// The server rejected `rejected`; the session now holds `current`; `recoveries_done`
+    /// replays were already made for this request.
+    Rejected {
+        rejected: &'a TokenRecord,
+        current: Option<&'a TokenRecord>,
+        recoveries_done: u32,
+    },
+    /// The application asked for a refresh now.
+    RefreshForced,
+    /// The leader was granted the lead and re-read the store (`stored`); `published` is the
+    /// successor the coordinator holds for the session within its window, if any (another
+    /// leader finished first).
+    LeadGranted {
+        reason: FetchReason,
+        stored: Option<&'a TokenRecord>,
+        rejected: Option<&'a AccessToken>,
+        published: Option<&'a Arc<TokenRecord>>,
+    },
+    /// The source returned `fetched` to replace `stored`.
+    Fetched {
+        stored: Option<&'a TokenRecord>,
+        fetched: &'a TokenRecord,
+    },
+    /// The source failed, timed out or panicked (`error` says which). `winner`: after a
+    /// refused refresh token, what the store holds now if another writer replaced the record
+    /// meanwhile (it rotated the token first: a lost race, not a dead session).
+    FetchFailed {
+        reason: FetchReason,
+        error: &'a Error,
+        winner: Option<&'a TokenRecord>,
+    },
+    /// The compare-and-swap commit found `stored` instead of what the leader read: another
+    /// writer rotated the session first.
+    Conflict { stored: Option<&'a TokenRecord> },
+    /// The refresh a request waited for failed with `error`; it held `old` before.
+    RefreshFailed {
+        reason: FetchReason,
+        old: Option<&'a TokenRecord>,
+        error: &'a Error,
     },
 }
 
-impl TokenDecision {
-    /// The fetch reason of a decision that refreshes.
-    pub fn reason(self) -> Option<FetchReason> {
-        match self {
-            TokenDecision::Use => None,
-            TokenDecision::UseAndRefreshInBackground => Some(FetchReason::Proactive),
-            TokenDecision::StartRefreshAndWait { proactive } | TokenDecision::JoinRefresh { proactive } => {
-                Some(if proactive {
-                    FetchReason::Proactive
-                } else {
-                    FetchReason::Needed
-                })
+/// What to do.
+#[derive(Debug, Clone)]
+pub(crate) enum Decision {
+    /// Use the session's token as it is.
+    Use,
+    /// Use it, and start a refresh in the background (lead it, detached).
+    UseAndRefreshInBackground,
+    /// Lead a new refresh for `reason` and wait for it.
+    Lead { reason: FetchReason },
+    /// Wait for the refresh already in flight.
+    Join { reason: FetchReason },
+    /// The session was rotated moments ago: use its successor, no refresh.
+    ServeSuccessor(Arc<TokenRecord>),
+    /// A newer token than the rejected one is current: replay with it, no refresh.
+    RetryWithCurrent,
+    /// `max_recovery_tries` recoveries were made: give up.
+    AbortRecovery,
+    /// The leader fetches from the source.
+    Fetch,
+    /// The leader finds the store already holds the answer (another flight stored it).
+    UseStored,
+    /// Store the fetched record; `keep_old_refresh_token` when the response carried none.
+    Commit { keep_old_refresh_token: bool },
+    /// A failed proactive refresh: keep using the still-valid token.
+    KeepOldToken,
+    /// Fail with the refresh's error; the session is kept.
+    Fail,
+    /// The session's credentials are refused and nothing can replace them: clear it, fail
+    /// with [`AuthFailure::SessionInvalid`].
+    ClearSessionAndFail,
+    /// Another writer won the race: adopt its stored record instead of failing.
+    AdoptWinner,
+}
+
+impl PartialEq for Decision {
+    /// Successors compare by their tokens; everything else structurally.
+    fn eq(&self, other: &Self) -> bool {
+        use Decision::*;
+        match (self, other) {
+            (ServeSuccessor(a), ServeSuccessor(b)) => a.same_tokens(b),
+            (Lead { reason: a }, Lead { reason: b }) | (Join { reason: a }, Join { reason: b }) => a == b,
+            (
+                Commit {
+                    keep_old_refresh_token: a,
+                },
+                Commit {
+                    keep_old_refresh_token: b,
+                },
+            ) => a == b,
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
+/// Decides what to do on `event`, for the session in `state` at `now`.
+pub(crate) fn decide(
+    state: &SessionState,
+    now: SystemTime,
+    policy: &dyn RefreshPolicy,
+    event: Event<'_>,
+) -> Decision {
+    match event {
+        Event::TokenNeeded { record, background } => {
+            let freshness = policy.freshness(record, now);
+            if freshness == Freshness::Fresh {
+                return Decision::Use;
+            }
+            // A late request presenting the rotated-away refresh token: its successor, never a
+            // second rotation.
+            if let Some(successor) = state.usable_successor(now, policy, None) {
+                return Decision::ServeSuccessor(successor);
+            }
+            match freshness {
+                Freshness::Stale if state.refreshing => Decision::Use,
+                Freshness::Stale if state.cooling_down(now, policy.proactive_retry_delay()) => Decision::Use,
+                Freshness::Stale if background => Decision::UseAndRefreshInBackground,
+                Freshness::Stale => Decision::Lead {
+                    reason: FetchReason::Proactive,
+                },
+                _ if state.refreshing => Decision::Join {
+                    reason: FetchReason::Needed,
+                },
+                _ => Decision::Lead {
+                    reason: FetchReason::Needed,
+                },
             }
         }
-    }
-}
-
-/// Decides how a request obtains its token.
-///
-/// - fresh → use it;
-/// - stale with a refresh in flight → use it (the flight will replace it);
-/// - stale, background work possible → use it and refresh in the background;
-/// - stale, no background work → refresh inline, falling back to the valid token on failure;
-/// - missing or expired → wait for a refresh (joining the one in flight, if any).
-pub fn on_token_needed(freshness: Freshness, refresh_in_flight: bool, can_spawn: bool) -> TokenDecision {
-    match freshness {
-        Freshness::Fresh => TokenDecision::Use,
-        Freshness::Stale if refresh_in_flight => TokenDecision::Use,
-        Freshness::Stale if can_spawn => TokenDecision::UseAndRefreshInBackground,
-        Freshness::Stale => TokenDecision::StartRefreshAndWait { proactive: true },
-        Freshness::Missing | Freshness::Expired if refresh_in_flight => {
-            TokenDecision::JoinRefresh { proactive: false }
+        Event::Rejected {
+            rejected,
+            current,
+            recoveries_done,
+        } => {
+            if recoveries_done >= policy.max_recovery_tries() {
+                return Decision::AbortRecovery;
+            }
+            let rejected_is_current = current.is_none_or(|c| c.access_token == rejected.access_token);
+            if !rejected_is_current {
+                return Decision::RetryWithCurrent;
+            }
+            let rejected_token = rejected.access_token.as_ref();
+            if let Some(successor) = state.usable_successor(now, policy, rejected_token) {
+                return Decision::ServeSuccessor(successor);
+            }
+            let reason = FetchReason::Rejected;
+            if state.refreshing {
+                Decision::Join { reason }
+            } else {
+                Decision::Lead { reason }
+            }
         }
-        Freshness::Missing | Freshness::Expired => TokenDecision::StartRefreshAndWait { proactive: false },
-    }
-}
-
-/// Inside a refresh flight, just before calling the token source: is the fetch still needed?
-/// (Double-check: another flight may have stored a newer token since the request looked.)
-///
-/// `current_is_rejected`: the stored access token is the one the server rejected.
-pub fn flight_should_fetch(reason: FetchReason, current: Freshness, current_is_rejected: bool) -> bool {
-    if reason == FetchReason::Forced {
-        return true;
-    }
-    match current {
-        Freshness::Missing | Freshness::Expired => true,
-        Freshness::Stale => reason != FetchReason::Needed || current_is_rejected,
-        Freshness::Fresh => reason == FetchReason::Rejected && current_is_rejected,
-    }
-}
-
-/// What a flight does with its session after the source failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FetchFailure {
-    /// The session's credentials were refused: clear it (re-login needed).
-    ClearSession,
-    /// A transient or unknown failure: keep the session for a later attempt.
-    KeepSession,
-}
-
-/// Classifies a token source failure.
-pub fn on_fetch_failed(error: &Error) -> FetchFailure {
-    match error.auth_failure() {
-        Some(AuthFailure::SessionInvalid) => FetchFailure::ClearSession,
-        _ => FetchFailure::KeepSession,
+        Event::RefreshForced => {
+            let reason = FetchReason::Forced;
+            if state.refreshing {
+                Decision::Join { reason }
+            } else {
+                Decision::Lead { reason }
+            }
+        }
+        Event::LeadGranted {
+            reason,
+            stored,
+            rejected,
+            published,
+        } => {
+            if reason == FetchReason::Forced {
+                return Decision::Fetch;
+            }
+            if let Some(successor) = published.filter(|s| servable(s, now, policy, rejected)) {
+                return Decision::ServeSuccessor(Arc::clone(successor));
+            }
+            let stored_is_rejected = match (rejected, stored.and_then(|s| s.access_token.as_ref())) {
+                (Some(rejected), Some(stored)) => rejected == stored,
+                _ => false,
+            };
+            let fetch = match policy.freshness(stored, now) {
+                Freshness::Missing | Freshness::Expired => true,
+                Freshness::Stale => reason != FetchReason::Needed || stored_is_rejected,
+                Freshness::Fresh => reason == FetchReason::Rejected && stored_is_rejected,
+            };
+            if fetch {
+                Decision::Fetch
+            } else {
+                Decision::UseStored
+            }
+        }
+        Event::Fetched { stored, fetched } => Decision::Commit {
+            keep_old_refresh_token: fetched.refresh_token.is_none()
+                && stored.is_some_and(|s| s.refresh_token.is_some()),
+        },
+        Event::FetchFailed {
+            reason,
+            error,
+            winner,
+        } => match error.auth_failure() {
+            Some(AuthFailure::SessionInvalid)
+                if winner.is_some_and(|w| policy.freshness(Some(w), now).is_usable()) =>
+            {
+                Decision::AdoptWinner
+            }
+            Some(AuthFailure::SessionInvalid) => Decision::ClearSessionAndFail,
+            // The server refused the token and there is no refresh token to replace it (a
+            // forged or stale cookie, say): the session is over.
+            Some(AuthFailure::NoSession) if reason == FetchReason::Rejected => Decision::ClearSessionAndFail,
+            _ => Decision::Fail,
+        },
+        Event::Conflict { stored } => match stored {
+            Some(winner) if winner.access_token.is_some() => Decision::AdoptWinner,
+            _ => Decision::Fail,
+        },
+        Event::RefreshFailed { reason, old, error } => {
+            let still_valid = policy.freshness(old, now).is_usable();
+            let session_kept = error.auth_failure() != Some(AuthFailure::SessionInvalid);
+            if reason == FetchReason::Proactive && still_valid && session_kept {
+                Decision::KeepOldToken
+            } else {
+                Decision::Fail
+            }
+        }
     }
 }
 
 /// Whether a fetch failure counts towards the try threshold and fires the failure callbacks.
 /// "Not logged in" is a state, not a failure.
-pub fn counts_as_failure(error: &Error) -> bool {
+pub(crate) fn counts_as_failure(error: &Error) -> bool {
     error.auth_failure() != Some(AuthFailure::NoSession)
 }
 
-/// What a waiting request does after the refresh it waited for failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterFailedRefresh {
-    /// Keep using the previous token: the refresh was proactive and the token is still valid.
-    UseOld,
-    /// Fail the request with the refresh error.
-    Fail,
-}
-
-/// A failed proactive refresh keeps a still-valid token; a failed mandatory refresh, or one
-/// that invalidated the session, fails the request.
-pub fn after_failed_refresh(proactive: bool, old_now: Freshness, error: &Error) -> AfterFailedRefresh {
-    let still_valid = matches!(old_now, Freshness::Fresh | Freshness::Stale);
-    if proactive && still_valid && on_fetch_failed(error) == FetchFailure::KeepSession {
-        AfterFailedRefresh::UseOld
-    } else {
-        AfterFailedRefresh::Fail
-    }
-}
-
-/// What to do when the server rejects a request's token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectionDecision {
-    /// A newer token is already current: replay with it, no refresh.
-    RetryWithCurrent,
-    /// The rejected token is still current: refresh (single flight), then replay.
-    RefreshAndRetry,
-    /// `max_recovery_tries` recoveries were already made: give up.
-    Abort,
-}
-
-/// Compare-and-refresh with a bounded number of recoveries per request.
-pub fn on_rejected(
-    rejected_is_current: bool,
-    recoveries_done: u32,
-    max_recovery_tries: u32,
-) -> RejectionDecision {
-    if recoveries_done >= max_recovery_tries {
-        RejectionDecision::Abort
-    } else if rejected_is_current {
-        RejectionDecision::RefreshAndRetry
-    } else {
-        RejectionDecision::RetryWithCurrent
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::ErrorKind;
-    use Freshness::*;
-
-    #[test]
-    fn token_needed_decisions() {
-        use TokenDecision::*;
-        for spawn in [false, true] {
-            for flight in [false, true] {
-                assert_eq!(on_token_needed(Fresh, flight, spawn), Use);
-            }
-            assert_eq!(on_token_needed(Stale, true, spawn), Use);
-            assert_eq!(
-                on_token_needed(Missing, true, spawn),
-                JoinRefresh { proactive: false }
-            );
-            assert_eq!(
-                on_token_needed(Expired, true, spawn),
-                JoinRefresh { proactive: false }
-            );
-            assert_eq!(
-                on_token_needed(Missing, false, spawn),
-                StartRefreshAndWait { proactive: false }
-            );
-            assert_eq!(
-                on_token_needed(Expired, false, spawn),
-                StartRefreshAndWait { proactive: false }
-            );
-        }
-        assert_eq!(on_token_needed(Stale, false, true), UseAndRefreshInBackground);
-        assert_eq!(
-            on_token_needed(Stale, false, false),
-            StartRefreshAndWait { proactive: true }
-        );
-        assert_eq!(Use.reason(), None);
-        assert_eq!(UseAndRefreshInBackground.reason(), Some(FetchReason::Proactive));
-        assert_eq!(
-            JoinRefresh { proactive: false }.reason(),
-            Some(FetchReason::Needed)
-        );
-    }
-
-    #[test]
-    fn flight_double_check() {
-        use FetchReason::*;
-        // Missing/expired: always fetch.
-        for reason in [Needed, Proactive, Rejected] {
-            assert!(flight_should_fetch(reason, Missing, false));
-            assert!(flight_should_fetch(reason, Expired, false));
-        }
-        // Someone stored a fresh token meanwhile: no fetch, unless that very token was rejected.
-        assert!(!flight_should_fetch(Needed, Fresh, false));
-        assert!(!flight_should_fetch(Proactive, Fresh, false));
-        assert!(!flight_should_fetch(Rejected, Fresh, false));
-        assert!(flight_should_fetch(Rejected, Fresh, true));
-        // Stale: a proactive flight fetches; a mandatory one is satisfied by a valid token.
-        assert!(flight_should_fetch(Proactive, Stale, false));
-        assert!(!flight_should_fetch(Needed, Stale, false));
-        assert!(flight_should_fetch(Rejected, Stale, true));
-        // A forced refresh always fetches.
-        assert!(flight_should_fetch(Forced, Fresh, false));
-    }
-
-    #[test]
-    fn failed_refreshes() {
-        let transient = Error::new(ErrorKind::Auth(AuthFailure::TokenUnavailable), "down");
-        let invalid = Error::new(
-            ErrorKind::Auth(AuthFailure::SessionInvalid),
-            "refresh token rejected",
-        );
-        assert_eq!(on_fetch_failed(&transient), FetchFailure::KeepSession);
-        assert_eq!(on_fetch_failed(&invalid), FetchFailure::ClearSession);
-        assert_eq!(
-            after_failed_refresh(true, Stale, &transient),
-            AfterFailedRefresh::UseOld
-        );
-        assert_eq!(
-            after_failed_refresh(true, Fresh, &transient),
-            AfterFailedRefresh::UseOld
-        );
-        assert_eq!(
-            after_failed_refresh(true, Expired, &transient),
-            AfterFailedRefresh::Fail
-        );
-        assert_eq!(
-            after_failed_refresh(false, Stale, &transient),
-            AfterFailedRefresh::Fail
-        );
-        assert_eq!(
-            after_failed_refresh(true, Stale, &invalid),
-            AfterFailedRefresh::Fail
-        );
-    }
-
-    #[test]
-    fn rejections() {
-        use RejectionDecision::*;
-        assert_eq!(on_rejected(true, 0, 5), RefreshAndRetry);
-        assert_eq!(on_rejected(false, 0, 5), RetryWithCurrent);
-        assert_eq!(on_rejected(true, 4, 5), RefreshAndRetry);
-        assert_eq!(on_rejected(true, 5, 5), Abort);
-        assert_eq!(on_rejected(false, 5, 5), Abort);
-        assert_eq!(on_rejected(true, 0, 0), Abort, "0 means no recovery");
-    }
-}
-
-/// Generated event sequences run through a model driver that follows the decisions.
+mod properties;
 #[cfg(test)]
-mod properties {
-    use super::*;
-    use crate::error::ErrorKind;
-    use crate::policy::{RefreshPolicy, StandardPolicy};
-    use crate::token::{AccessToken, TokenRecord};
-    use proptest::prelude::*;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    #[derive(Debug, Clone)]
-    enum Event {
-        Advance(u64),
-        Request { can_spawn: bool },
-        FlightSucceeds,
-        FlightFails,
-        ServerRevokesCurrent,
-    }
-
-    fn event() -> impl Strategy<Value = Event> {
-        prop_oneof![
-            (1u64..400).prop_map(Event::Advance),
-            any::<bool>().prop_map(|can_spawn| Event::Request { can_spawn }),
-            Just(Event::FlightSucceeds),
-            Just(Event::FlightFails),
-            Just(Event::ServerRevokesCurrent),
-        ]
-    }
-
-    struct Model {
-        policy: StandardPolicy,
-        now: SystemTime,
-        record: Option<TokenRecord>,
-        revoked: Option<String>,
-        flights: u32,
-        flight_reason: Option<FetchReason>,
-        next_token: u32,
-        waiters: Vec<bool>, // proactive flag of each request waiting on the flight
-    }
-
-    impl Model {
-        fn freshness(&self) -> Freshness {
-            self.policy.freshness(self.record.as_ref(), self.now)
-        }
-
-        fn use_token(&self) -> Result<(), TestCaseError> {
-            // Invariant: a token handed to a request is never expired or missing.
-            let f = self.freshness();
-            prop_assert!(
-                matches!(f, Freshness::Fresh | Freshness::Stale),
-                "used a {f:?} token"
-            );
-            Ok(())
-        }
-
-        fn start_or_join(&mut self, reason: FetchReason) {
-            if self.flights == 0 {
-                self.flights += 1;
-                self.flight_reason = Some(reason);
-            }
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
-        #[test]
-        fn decisions_keep_the_invariants(events in prop::collection::vec(event(), 1..80)) {
-            let mut m = Model {
-                policy: StandardPolicy::default().jitter(0.0),
-                now: UNIX_EPOCH + Duration::from_secs(1_000_000),
-                record: None,
-                revoked: None,
-                flights: 0,
-                flight_reason: None,
-                next_token: 0,
-                waiters: Vec::new(),
-            };
-            for ev in events {
-                match ev {
-                    Event::Advance(secs) => m.now += Duration::from_secs(secs * 10),
-                    Event::Request { can_spawn } => {
-                        let decision = on_token_needed(m.freshness(), m.flights > 0, can_spawn);
-                        match decision {
-                            TokenDecision::Use => m.use_token()?,
-                            TokenDecision::UseAndRefreshInBackground => {
-                                // Invariant: never a second flight for the session.
-                                prop_assert_eq!(m.flights, 0);
-                                m.use_token()?;
-                                m.start_or_join(FetchReason::Proactive);
-                            }
-                            TokenDecision::StartRefreshAndWait { proactive } => {
-                                prop_assert_eq!(m.flights, 0, "start while a flight is in progress");
-                                m.start_or_join(decision.reason().unwrap());
-                                m.waiters.push(proactive);
-                            }
-                            TokenDecision::JoinRefresh { proactive } => {
-                                prop_assert_eq!(m.flights, 1, "join without a flight");
-                                m.waiters.push(proactive);
-                            }
-                        }
-                    }
-                    Event::FlightSucceeds if m.flights == 1 => {
-                        let reason = m.flight_reason.take().unwrap();
-                        let current_is_rejected = m.record.as_ref().and_then(|r| r.access_token.as_ref())
-                            .is_some_and(|t| Some(t.secret()) == m.revoked.as_deref());
-                        if flight_should_fetch(reason, m.freshness(), current_is_rejected) {
-                            m.next_token += 1;
-                            m.record = Some(
-                                TokenRecord::new(AccessToken::new(format!("t{}", m.next_token)), m.now)
-                                    .with_expires_in(Duration::from_secs(3600)).unwrap(),
-                            );
-                        }
-                        m.flights = 0;
-                        // Invariant: after a successful refresh, every waiter gets a usable token.
-                        for _ in std::mem::take(&mut m.waiters) {
-                            let f = m.policy.freshness(m.record.as_ref(), m.now);
-                            prop_assert!(matches!(f, Freshness::Fresh | Freshness::Stale), "waiter got {f:?}");
-                        }
-                    }
-                    Event::FlightFails if m.flights == 1 => {
-                        m.flights = 0;
-                        m.flight_reason = None;
-                        let err = Error::new(ErrorKind::Auth(AuthFailure::TokenUnavailable), "down");
-                        for proactive in std::mem::take(&mut m.waiters) {
-                            if after_failed_refresh(proactive, m.freshness(), &err) == AfterFailedRefresh::UseOld {
-                                m.use_token()?;
-                            }
-                        }
-                    }
-                    Event::ServerRevokesCurrent => {
-                        if let Some(t) = m.record.as_ref().and_then(|r| r.access_token.as_ref()) {
-                            m.revoked = Some(t.secret().to_owned());
-                            // The request holding it is rejected: compare-and-refresh.
-                            match on_rejected(true, 0, 5) {
-                                RejectionDecision::RefreshAndRetry => m.start_or_join(FetchReason::Rejected),
-                                other => prop_assert!(false, "unexpected {other:?}"),
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                prop_assert!(m.flights <= 1);
-            }
-        }
-    }
-}
+mod tests;

@@ -90,19 +90,6 @@ impl RefreshHints {
         }
         Self { headers: kept, data }
     }
-
-    /// A hash of the override data: refreshes with different data do not share a flight.
-    pub(crate) fn data_key(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        match &self.data {
-            None => 0,
-            Some(data) => {
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                data.to_string().hash(&mut hasher);
-                hasher.finish() | 1
-            }
-        }
-    }
 }
 
 /// Headers never propagated to a refresh request.

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use cookie::{Cookie, SameSite};
 
-use super::TokenStore;
+use super::{StoreScope, TokenStore};
 use crate::context::{no_context, Context};
 use crate::error::{Error, ErrorKind};
 use crate::token::{jwt_claims, AccessToken, RefreshToken, TokenRecord};
@@ -268,6 +268,10 @@ impl TokenStore for CookieStore {
             ctx.remove_cookie(self.config.removal(base));
         }
         Ok(())
+    }
+
+    fn scope(&self) -> StoreScope {
+        StoreScope::Request
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
 
-use super::TokenStore;
+use super::{StoreScope, TokenStore};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
 use crate::token::TokenRecord;
@@ -61,13 +61,9 @@ impl TokenStore for MemoryStore {
         Ok(())
     }
 
-    fn is_shared(&self) -> bool {
-        true
-    }
-
     /// One record for the whole store, so one refresh at a time, whatever the context.
-    fn session_key(&self, _ctx: Option<&Context>, _record: Option<&TokenRecord>) -> u64 {
-        0
+    fn scope(&self) -> StoreScope {
+        StoreScope::Process
     }
 }
 

@@ -17,10 +17,37 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::token::TokenRecord;
 
+/// Where a store keeps its records, which decides how refreshes are shared. Every store
+/// declares it: there is no default, because a wrong guess is silent (a process-wide store
+/// taken for a per-session one refreshes once per request; the reverse shares one user's
+/// token with another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreScope {
+    /// One record for every request, whatever the context ([`MemoryStore`]): one refresh at a
+    /// time for the whole store, and refreshes may run in the background.
+    Process,
+    /// One record per session, carried by the request itself ([`CookieStore`]): a refresh
+    /// runs inline, because only the response being built can carry the new tokens.
+    Request,
+    /// One record per session, kept outside the request in a backend ([`SessionStore`],
+    /// Redis): refreshes may run in the background.
+    Backend,
+}
+
+impl StoreScope {
+    /// Whether a refresh may run in the background, detached from the request that noticed it
+    /// is due: only when the record lives outside the response being built.
+    pub fn refreshes_in_background(self) -> bool {
+        !matches!(self, StoreScope::Request)
+    }
+}
+
 /// Loads, saves and clears the token record of the current session.
 ///
 /// The session is identified by the [`Context`] (a per-user store reads its cookies or session
 /// id from it) or, for stores holding one process-wide token such as [`MemoryStore`], ignored.
+/// [`scope`](Self::scope) says which.
 #[async_trait]
 pub trait TokenStore: Send + Sync + fmt::Debug {
     /// The session's record, if any. Must not modify the session.
@@ -40,22 +67,8 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// Removes the session's record.
     async fn clear(&self, ctx: Option<&Context>) -> Result<(), Error>;
 
-    /// Whether records live outside the request (process memory, a session backend) rather
-    /// than in the request's own cookies. Only then may a refresh run in the background: a
-    /// per-request store must refresh inline so the response carries the new tokens.
-    fn is_shared(&self) -> bool {
-        false
-    }
-
-    /// The key under which refreshes of this session are de-duplicated: requests with the
-    /// same key share one refresh. The default keys by the record's refresh token, or else by
-    /// the context's identity, so two users never share a refresh. A store holding one
-    /// process-wide token returns a constant.
-    fn session_key(&self, ctx: Option<&Context>, record: Option<&TokenRecord>) -> u64 {
-        match (record, ctx) {
-            (Some(record), _) if record.refresh_token.is_some() => record.fingerprint(),
-            (_, Some(ctx)) => ctx.id() as u64,
-            _ => 0,
-        }
-    }
+    /// Where the records live: one for the process, one per session carried by the request,
+    /// or one per session in a backend. Decides which requests share a refresh and whether
+    /// refreshes may run in the background.
+    fn scope(&self) -> StoreScope;
 }

@@ -1,6 +1,6 @@
 //! Per-user sessions in a session backend you already run (Redis, a database, memory…).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::cookie::DEFAULT_COOKIE_MAX_AGE;
-use super::TokenStore;
+use super::{StoreScope, TokenStore};
 use crate::context::{no_context, Context};
 use crate::error::{Error, ErrorKind};
 use crate::runtime::{Clock, SystemClock};
@@ -198,17 +198,51 @@ impl<B: SessionBackend> TokenStore for SessionStore<B> {
         self.backend.delete(&id, &self.key).await
     }
 
-    fn is_shared(&self) -> bool {
-        true
+    fn scope(&self) -> StoreScope {
+        StoreScope::Backend
     }
 }
 
 /// An in-memory [`SessionBackend`] honouring TTLs against a clock; for tests and single-process
-/// apps.
+/// apps. Expired values are evicted as the backend is used, in time proportional to the number
+/// of expired values (an expiry index), so memory follows the live sessions only.
 #[derive(Debug)]
 pub struct MemorySessionBackend {
     clock: Arc<dyn Clock>,
-    values: Mutex<HashMap<(String, String), (String, SystemTime)>>,
+    values: Mutex<Values>,
+}
+
+type ValueKey = (String, String);
+
+#[derive(Debug, Default)]
+struct Values {
+    /// (session id, key) → (value, expiry, write number).
+    live: HashMap<ValueKey, (String, SystemTime, u64)>,
+    /// Expiry order: (expiry, write number) → key. An entry whose write number no longer
+    /// matches the live value (overwritten or deleted) is skipped when it comes due.
+    expiries: BTreeMap<(SystemTime, u64), ValueKey>,
+    writes: u64,
+}
+
+impl Values {
+    fn evict_expired(&mut self, now: SystemTime) {
+        while let Some(entry) = self.expiries.first_entry() {
+            let (expires, write) = *entry.key();
+            if expires > now {
+                break;
+            }
+            let key = entry.remove();
+            if self.live.get(&key).is_some_and(|(_, _, w)| *w == write) {
+                self.live.remove(&key);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &ValueKey) {
+        if let Some((_, expires, write)) = self.live.remove(key) {
+            self.expiries.remove(&(expires, write));
+        }
+    }
 }
 
 impl Default for MemorySessionBackend {
@@ -222,49 +256,50 @@ impl MemorySessionBackend {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
-            values: Mutex::new(HashMap::new()),
+            values: Mutex::new(Values::default()),
         }
     }
 
-    fn values(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, SystemTime)>> {
-        self.values.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The values, with the expired ones evicted.
+    fn values(&self) -> std::sync::MutexGuard<'_, Values> {
+        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        values.evict_expired(self.clock.now());
+        values
     }
 
-    /// How many sessions hold values (expired ones included until touched).
+    /// How many unexpired values are held.
     pub fn len(&self) -> usize {
-        self.values().len()
+        self.values().live.len()
     }
 
-    /// Whether no values are held.
+    /// Whether no unexpired values are held.
     pub fn is_empty(&self) -> bool {
-        self.values().is_empty()
+        self.values().live.is_empty()
     }
 }
 
 #[async_trait]
 impl SessionBackend for MemorySessionBackend {
     async fn get(&self, session_id: &str, key: &str) -> Result<Option<String>, Error> {
-        let now = self.clock.now();
-        let mut values = self.values();
+        let values = self.values();
         let k = (session_id.to_owned(), key.to_owned());
-        match values.get(&k) {
-            Some((_, expires)) if *expires <= now => {
-                values.remove(&k);
-                Ok(None)
-            }
-            Some((value, _)) => Ok(Some(value.clone())),
-            None => Ok(None),
-        }
+        Ok(values.live.get(&k).map(|(value, _, _)| value.clone()))
     }
 
     async fn set(&self, session_id: &str, key: &str, value: String, ttl: Duration) -> Result<(), Error> {
-        let expires = self
-            .clock
-            .now()
+        let now = self.clock.now();
+        // Saturates: a TTL past what the clock can hold means "as long as possible".
+        let expires = now
             .checked_add(ttl)
-            .unwrap_or(UNIX_EPOCH + Duration::from_secs(u32::MAX.into()));
-        self.values()
-            .insert((session_id.to_owned(), key.to_owned()), (value, expires));
+            .unwrap_or(UNIX_EPOCH + Duration::from_secs(u32::MAX.into()))
+            .max(now);
+        let mut values = self.values();
+        let k = (session_id.to_owned(), key.to_owned());
+        values.remove(&k);
+        values.writes += 1;
+        let write = values.writes;
+        values.expiries.insert((expires, write), k.clone());
+        values.live.insert(k, (value, expires, write));
         Ok(())
     }
 
@@ -274,7 +309,16 @@ impl SessionBackend for MemorySessionBackend {
     }
 
     async fn destroy(&self, session_id: &str) -> Result<(), Error> {
-        self.values().retain(|(id, _), _| id != session_id);
+        let mut values = self.values();
+        let keys: Vec<ValueKey> = values
+            .live
+            .keys()
+            .filter(|(id, _)| id == session_id)
+            .cloned()
+            .collect();
+        for key in keys {
+            values.remove(&key);
+        }
         Ok(())
     }
 }
@@ -348,5 +392,28 @@ mod tests {
         assert!(block_on(store.load(Some(&ctx))).unwrap().is_none());
         block_on(store.backend().destroy("s")).unwrap();
         assert!(store.backend().is_empty());
+    }
+    #[test]
+    fn expired_values_are_evicted_in_bulk() {
+        let clock = ManualClock::default();
+        let backend = MemorySessionBackend::new(Arc::new(clock.clone()));
+        let sixty = Duration::from_secs(60);
+        for n in 0..100_000 {
+            block_on(backend.set(&format!("s{n}"), "k", "v".into(), sixty)).unwrap();
+        }
+        // Overwritten and deleted values leave no stale index entries behind.
+        block_on(backend.set("s1", "k", "v2".into(), Duration::from_secs(600))).unwrap();
+        block_on(backend.delete("s2", "k")).unwrap();
+        assert_eq!(backend.len(), 99_999);
+        clock.advance(Duration::from_secs(120));
+        block_on(backend.set("fresh", "k", "v".into(), sixty)).unwrap();
+        assert_eq!(backend.len(), 2, "only s1 (600 s) and the fresh value remain");
+        let values = backend.values();
+        assert_eq!(values.expiries.len(), 2, "the expiry index shrank with them");
+        drop(values);
+        assert_eq!(block_on(backend.get("s1", "k")).unwrap().as_deref(), Some("v2"));
+        // Absurd TTLs saturate instead of overflowing.
+        block_on(backend.set("long", "k", "v".into(), Duration::MAX)).unwrap();
+        assert!(block_on(backend.get("long", "k")).unwrap().is_some());
     }
 }

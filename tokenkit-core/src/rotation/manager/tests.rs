@@ -1,0 +1,195 @@
+//! The driver against in-process sources and stores, on a manual clock and no runtime.
+
+use super::*;
+use crate::policy::StandardPolicy;
+use crate::runtime::ManualClock;
+use crate::source::{FetchRequest, ProvidedToken, ProviderSource};
+use crate::store::MemoryStore;
+use futures_executor::block_on;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll, Waker};
+
+/// Pending on its first poll, ready on the second.
+struct YieldOnce(bool);
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+fn parts(source: Arc<dyn TokenSource>, policy: StandardPolicy, runtime: Runtime) -> Parts {
+    Parts {
+        source,
+        store: Arc::new(MemoryStore::new()),
+        policy: Arc::new(policy),
+        runtime,
+        events: Events::default(),
+        fetch_timeout: None,
+        coordinator: None,
+    }
+}
+
+fn manager(calls: Arc<AtomicUsize>, runtime: Runtime) -> Manager {
+    let source = ProviderSource::new(move || {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            YieldOnce(false).await;
+            Ok::<_, std::io::Error>(ProvidedToken::new(format!("t{n}"), 3600))
+        }
+    });
+    Manager::new(parts(Arc::new(source), StandardPolicy::provider(), runtime))
+}
+
+fn secret(record: &TokenRecord) -> &str {
+    record.access_token.as_ref().map_or("", |t| t.secret())
+}
+
+#[test]
+fn without_a_spawner_an_abandoned_flight_is_joined_by_the_next_caller() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let m = manager(
+        Arc::clone(&calls),
+        Runtime::new().with_clock(ManualClock::default()),
+    );
+    {
+        // Poll the first caller once (the fetch starts and is pending), then drop it.
+        let hints = RefreshHints::default();
+        let mut first = pin!(m.token(None, &hints));
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(m.stats().refreshes_in_flight, 1, "the flight is kept");
+    let record = block_on(m.token(None, &RefreshHints::default())).unwrap();
+    assert_eq!(secret(&record), "t1", "joined, not refetched");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(m.stats().refreshes_in_flight, 0, "a finished flight is removed");
+    assert_eq!(m.stats().sessions, 0, "and leaves no state");
+}
+
+#[test]
+fn rejection_with_an_older_token_uses_the_current_one() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let m = manager(
+        Arc::clone(&calls),
+        Runtime::new().with_clock(ManualClock::default()),
+    );
+    let hints = RefreshHints::default();
+    let first = block_on(m.token(None, &hints)).unwrap();
+    let rejected = (*first).clone();
+    // Rejected while current: one refresh.
+    let second = block_on(m.recover(None, &rejected, 0, &hints)).unwrap();
+    assert_eq!(secret(&second), "t2");
+    // The same old token rejected again (a late response): no refresh, use t2.
+    let third = block_on(m.recover(None, &rejected, 0, &hints)).unwrap();
+    assert_eq!(secret(&third), "t2");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // The recovery limit is enforced before anything else.
+    let max = crate::policy::DEFAULT_MAX_RECOVERY_TRIES;
+    let err = block_on(m.recover(None, &second, max, &hints)).unwrap_err();
+    assert_eq!(err.auth_failure(), Some(AuthFailure::RecoveryExhausted));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// Issues short-lived tokens with rotating refresh tokens.
+#[derive(Debug)]
+struct Rotating(Arc<AtomicUsize>);
+
+#[async_trait::async_trait]
+impl TokenSource for Rotating {
+    async fn fetch(&self, request: FetchRequest) -> Result<TokenRecord, Error> {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        TokenRecord::new(crate::AccessToken::new(format!("t{n}")), request.now)
+            .with_refresh_token(crate::RefreshToken::new(format!("r{n}")))
+            .with_expires_in(Duration::from_secs(2))
+    }
+}
+
+#[test]
+fn the_grace_window_never_serves_an_expired_successor() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let clock = ManualClock::default();
+    let m = Manager::new(parts(
+        Arc::new(Rotating(Arc::clone(&calls))),
+        StandardPolicy::default().jitter(0.0),
+        Runtime::new().with_clock(clock.clone()),
+    ));
+    let hints = RefreshHints::default();
+    assert_eq!(secret(&block_on(m.token(None, &hints)).unwrap()), "t1");
+    clock.advance(Duration::from_secs(3));
+    assert_eq!(secret(&block_on(m.token(None, &hints)).unwrap()), "t2");
+    // t2 (2 s lifetime) is expired after 1.5 s, well inside the 5 s grace window.
+    clock.advance(Duration::from_millis(1500));
+    assert_eq!(secret(&block_on(m.token(None, &hints)).unwrap()), "t3");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn an_abandoned_flight_does_not_keep_a_dropped_client_alive() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let m = manager(
+        Arc::clone(&calls),
+        Runtime::new().with_clock(ManualClock::default()),
+    );
+    let core = Arc::downgrade(&m.core);
+    {
+        let hints = RefreshHints::default();
+        let mut first = pin!(m.token(None, &hints));
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+    }
+    assert_eq!(m.stats().refreshes_in_flight, 1);
+    drop(m);
+    assert!(
+        core.upgrade().is_none(),
+        "no reference cycle through the session table"
+    );
+}
+
+/// A source that panics on its first call.
+#[derive(Debug)]
+struct PanicsOnce(Arc<AtomicUsize>);
+
+#[async_trait::async_trait]
+impl TokenSource for PanicsOnce {
+    async fn fetch(&self, request: FetchRequest) -> Result<TokenRecord, Error> {
+        YieldOnce(false).await; // so that both callers join before it panics
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("source bug");
+        }
+        TokenRecord::new(crate::AccessToken::new("ok"), request.now).with_expires_in(Duration::from_secs(60))
+    }
+}
+
+#[test]
+fn a_panicking_source_fails_every_waiter_and_the_next_request_starts_clean() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let m = Manager::new(parts(
+        Arc::new(PanicsOnce(Arc::clone(&calls))),
+        StandardPolicy::provider(),
+        Runtime::new().with_clock(ManualClock::default()),
+    ));
+    let hints = RefreshHints::default();
+    let (a, b) = block_on(futures_util::future::join(
+        m.token(None, &hints),
+        m.token(None, &hints),
+    ));
+    for result in [a, b] {
+        assert_eq!(
+            result.unwrap_err().auth_failure(),
+            Some(AuthFailure::TokenUnavailable)
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one flight for both");
+    assert_eq!(m.stats().refreshes_in_flight, 0);
+    assert_eq!(secret(&block_on(m.token(None, &hints)).unwrap()), "ok");
+}
