@@ -7,7 +7,7 @@
 pub mod oauth;
 pub mod server;
 
-pub use server::{AuthServer, Fault, LoggedRequest, ResourceMode};
+pub use server::{AuthServer, Fault, LoggedRequest, ResourceMode, USERS};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -93,4 +93,5 @@ conformance!(
     a_panicking_provider_fails_its_waiters_and_the_next_request_starts_clean,
     a_slow_refresh_still_leaves_the_full_grace_window,
     a_refresh_whose_callers_were_all_dropped_is_completed_and_stored,
+    ten_thousand_cookie_sessions_with_concurrent_401s_never_resend_a_refresh_token,
 );

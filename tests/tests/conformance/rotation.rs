@@ -162,3 +162,69 @@ pub(crate) async fn a_refresh_whose_callers_were_all_dropped_is_completed_and_st
     );
     assert_eq!(w.server.token_requests(), 1, "and not fetched again");
 }
+
+/// Sessions and, per session, browser tabs sending at once after every access token was
+/// revoked: each session is refreshed exactly once per round, and no refresh token is ever
+/// sent twice (the server counts reuse). Two rounds, so the second runs on rotated cookies.
+pub(crate) async fn ten_thousand_cookie_sessions_with_concurrent_401s_never_resend_a_refresh_token<
+    A: Adapter,
+>() {
+    use futures_util::StreamExt;
+    const SESSIONS: usize = 10_000;
+    const TABS: usize = 2;
+    // Bounded so that isahc's bundled curl stays under its socket limit (see `HERDS`).
+    const AT_ONCE: usize = 100;
+    let w = crate::scenarios::exclusive_world();
+    let client = w.session_client::<A>();
+    let browsers: Vec<Browser> = (0..SESSIONS).map(|_| Browser::new()).collect();
+    futures_util::stream::iter(browsers.iter().enumerate())
+        .for_each_concurrent(AT_ONCE, |(i, browser)| {
+            let client = client.clone();
+            async move {
+                let (user, password) = tokenkit_tests::USERS[i % 2];
+                login(&client, browser, user, password).await;
+            }
+        })
+        .await;
+    for round in 1..=2 {
+        w.server.revoke_all();
+        let failures = std::sync::atomic::AtomicUsize::new(0);
+        futures_util::stream::iter(browsers.iter().enumerate())
+            .for_each_concurrent(AT_ONCE / TABS, |(i, browser)| {
+                let (client, failures) = (client.clone(), &failures);
+                async move {
+                    let tabs = (0..TABS).map(|_| {
+                        let (client, ctx) = (client.clone(), browser.context());
+                        async move {
+                            let page = client.get("/api/me").send::<Value>();
+                            (tokenkit_core::run_with_context(ctx.clone(), page).await, ctx)
+                        }
+                    });
+                    for (result, ctx) in futures_util::future::join_all(tabs).await {
+                        match result {
+                            Ok(page) if page.data["user"] == tokenkit_tests::USERS[i % 2].0 => {
+                                browser.absorb(&ctx)
+                            }
+                            _ => {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+        assert_eq!(failures.into_inner(), 0, "round {round}: failed pages");
+        assert_eq!(
+            w.server.reuse_detected(),
+            0,
+            "round {round}: a refresh token was sent twice"
+        );
+        assert_eq!(
+            w.server.count("/auth/refresh"),
+            SESSIONS * round,
+            "round {round}: one refresh per session"
+        );
+    }
+    let stats = client.rotation_stats().unwrap();
+    assert_eq!(stats.refreshes_in_flight, 0);
+}

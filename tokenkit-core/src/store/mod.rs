@@ -47,7 +47,30 @@ impl StoreScope {
 ///
 /// The session is identified by the [`Context`] (a per-user store reads its cookies or session
 /// id from it) or, for stores holding one process-wide token such as [`MemoryStore`], ignored.
-/// [`scope`](Self::scope) says which.
+/// [`scope`](Self::scope) says which, and has no default: a store that does not say what it
+/// is does not compile.
+///
+/// ```compile_fail,E0046
+/// use std::sync::Arc;
+/// use tokenkit_core::{async_trait, Context, Error, TokenRecord, TokenStore};
+///
+/// #[derive(Debug)]
+/// struct Unscoped;
+///
+/// #[async_trait]
+/// impl TokenStore for Unscoped {
+///     async fn load(&self, _: Option<&Context>) -> Result<Option<Arc<TokenRecord>>, Error> {
+///         Ok(None)
+///     }
+///     async fn save(&self, _: Option<&Context>, _: Arc<TokenRecord>, _: Option<&TokenRecord>) -> Result<(), Error> {
+///         Ok(())
+///     }
+///     async fn clear(&self, _: Option<&Context>) -> Result<(), Error> {
+///         Ok(())
+///     }
+///     // error[E0046]: not all trait items implemented, missing: `scope`
+/// }
+/// ```
 #[async_trait]
 pub trait TokenStore: Send + Sync + fmt::Debug {
     /// The session's record, if any. Must not modify the session.
