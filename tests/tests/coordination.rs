@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokenkit_core::runtime::ManualClock;
 use tokenkit_core::{
     async_trait, run_with_context, Context, EndpointConfig, Error, InProcessCoordinator, LoginOptions,
-    MemorySessionBackend, SessionBackend, SessionStore, StandardPolicy, StoreScope, TokenRecord, TokenStore,
+    MemorySessionBackend, SessionStore, StandardPolicy, StoreScope, TokenRecord, TokenStore,
 };
 use tokenkit_tests::{token_provider, AuthServer, Browser};
 
@@ -77,33 +77,14 @@ async fn a_custom_process_wide_store_shares_one_fetch_and_refreshes_in_the_backg
     assert_eq!(server.token_requests(), 2, "one background refresh");
 }
 
-/// A session backend shared by several clients, as replicas share Redis.
-#[derive(Debug, Clone)]
-struct Shared(Arc<MemorySessionBackend>);
-
-#[async_trait]
-impl SessionBackend for Shared {
-    async fn get(&self, id: &str, key: &str) -> Result<Option<String>, Error> {
-        self.0.get(id, key).await
-    }
-    async fn set(&self, id: &str, key: &str, value: String, ttl: Duration) -> Result<(), Error> {
-        self.0.set(id, key, value, ttl).await
-    }
-    async fn delete(&self, id: &str, key: &str) -> Result<(), Error> {
-        self.0.delete(id, key).await
-    }
-    async fn destroy(&self, id: &str) -> Result<(), Error> {
-        self.0.destroy(id).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_sharing_an_in_process_coordinator_refresh_a_session_once() {
     let clock = ManualClock::default();
     let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
         .await
         .unwrap();
-    let backend = Shared(Arc::new(MemorySessionBackend::new(Arc::new(clock.clone()))));
+    // One session backend shared by every replica (`Arc<B>` is a backend too).
+    let backend = Arc::new(MemorySessionBackend::new(Arc::new(clock.clone())));
     let coordinator = InProcessCoordinator::new(tokenkit_core::Runtime::new().with_clock(clock.clone()));
     // Three "replicas": separate clients, one session backend, one coordinator.
     let replicas: Vec<_> = (0..3)

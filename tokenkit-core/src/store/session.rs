@@ -30,6 +30,23 @@ pub trait SessionBackend: Send + Sync + fmt::Debug {
     async fn destroy(&self, session_id: &str) -> Result<(), Error>;
 }
 
+/// A shared backend (several stores or clients over one backend, as replicas share one).
+#[async_trait]
+impl<B: SessionBackend + ?Sized> SessionBackend for Arc<B> {
+    async fn get(&self, session_id: &str, key: &str) -> Result<Option<String>, Error> {
+        (**self).get(session_id, key).await
+    }
+    async fn set(&self, session_id: &str, key: &str, value: String, ttl: Duration) -> Result<(), Error> {
+        (**self).set(session_id, key, value, ttl).await
+    }
+    async fn delete(&self, session_id: &str, key: &str) -> Result<(), Error> {
+        (**self).delete(session_id, key).await
+    }
+    async fn destroy(&self, session_id: &str) -> Result<(), Error> {
+        (**self).destroy(session_id).await
+    }
+}
+
 /// The session id of a context, as a typed extension: `ctx.insert(SessionId("…".into()))`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionId(pub String);
