@@ -21,12 +21,14 @@
 //! `rustls` feature (curl's rustls backend).
 //!
 //! ## How refreshes run without a runtime
-//! A refresh once sent must complete and be stored even if every request waiting for it is
-//! dropped, and refreshes in the proactive window run in the background. Both need something
-//! to poll the refresh when no caller does: [`ThreadSpawn`], one executor thread named
-//! `tokenkit-isahc` shared by every client of the process and started on first use. It runs
-//! only tokenkit's own refresh futures (which wait on curl's agent thread and on
-//! `futures-timer`), so the adapter still works on any executor, or none.
+//! A refresh runs on the executor of the requests waiting for it. But a refresh once sent must
+//! complete and be stored even if every request waiting for it is dropped, and refreshes in
+//! the proactive window run in the background: both need something to poll the refresh when
+//! no caller does. That is [`ThreadSpawn`], one executor thread named `tokenkit-isahc`, shared
+//! by every client of the process and started on first use. It only ever runs those two kinds
+//! of refresh, so the adapter still works on any executor, or none. A token source that needs
+//! a particular runtime's context (a provider closure calling reqwest needs tokio's) fails
+//! there with a typed error, never a crash: the next request refreshes on its own executor.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -117,14 +119,19 @@ fn map_error(err: isahc::Error) -> TransportError {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TimerSleep;
 
+/// The longest sleep `futures-timer` is asked for: its deadline is `Instant::now() + d`, which
+/// panics past what an `Instant` holds, and a timeout of `Duration::MAX` means "never".
+const LONGEST_SLEEP: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl Sleep for TimerSleep {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        Box::pin(futures_timer::Delay::new(duration))
+        Box::pin(futures_timer::Delay::new(duration.min(LONGEST_SLEEP)))
     }
 }
 
 /// A runtime-agnostic [`Spawn`]: one process-wide executor thread (`tokenkit-isahc`), started
-/// on first use, that drives refreshes nobody else polls.
+/// on first use, that drives refreshes nobody else polls (background refreshes, and refreshes
+/// whose callers all went away).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ThreadSpawn;
 
@@ -188,6 +195,13 @@ mod tests {
             .unwrap();
         let name = rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
         assert!(name.starts_with("tokenkit-isahc"), "{name}");
+    }
+
+    #[test]
+    fn an_endless_sleep_is_pending_not_a_panic() {
+        let mut sleep = TimerSleep.sleep(Duration::MAX);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(sleep.as_mut().poll(&mut cx).is_pending());
     }
 
     #[test]

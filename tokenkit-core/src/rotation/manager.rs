@@ -10,12 +10,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::FutureExt;
-
 use super::coordination::{Coordinator, OwnTable};
+use super::flight::Waiter;
 use super::key::SessionKey;
 use super::refresh::{starter, Core};
-use super::sessions::{FlightFuture, SessionTable};
+use super::sessions::SessionTable;
 use super::state::{decide, Decision, Event, SessionState};
 use super::RotationStats;
 use crate::context::Context;
@@ -129,10 +128,10 @@ impl Manager {
         let (reason, flight) = match (decision, flight) {
             (Decision::Use, _) => return record.ok_or_else(no_token),
             (Decision::ServeSuccessor(successor), _) => return self.adopt(ctx, successor).await,
-            (Decision::UseAndRefreshInBackground, Some((_, true))) => return record.ok_or_else(no_token),
+            (Decision::UseAndRefreshInBackground, None) => return record.ok_or_else(no_token),
             // No executor took the background refresh after all: wait for it here.
-            (Decision::UseAndRefreshInBackground, Some((flight, false))) => (FetchReason::Proactive, flight),
-            (Decision::Lead { reason } | Decision::Join { reason }, Some((flight, _))) => (reason, flight),
+            (Decision::UseAndRefreshInBackground, Some(flight)) => (FetchReason::Proactive, flight),
+            (Decision::Lead { reason } | Decision::Join { reason }, Some(flight)) => (reason, flight),
             (other, _) => return Err(unexpected(&other)),
         };
         self.wait(ctx, reason, flight, record).await
@@ -170,7 +169,7 @@ impl Manager {
                 _ => Box::pin(self.token(ctx, hints)).await?,
             },
             (Decision::ServeSuccessor(successor), _) => self.adopt(ctx, successor).await?,
-            (Decision::Lead { .. } | Decision::Join { .. }, Some((flight, _))) => {
+            (Decision::Lead { .. } | Decision::Join { .. }, Some(flight)) => {
                 let record = flight.await?;
                 self.adopt(ctx, record).await?
             }
@@ -190,7 +189,7 @@ impl Manager {
         let record = self.core.store.load(ctx).await?;
         let key = self.key(ctx, record.as_deref(), hints);
         match self.begin(&key, self.core.now(), Event::RefreshForced, ctx, None, hints) {
-            (Decision::Lead { .. } | Decision::Join { .. }, Some((flight, _))) => {
+            (Decision::Lead { .. } | Decision::Join { .. }, Some(flight)) => {
                 let record = flight.await?;
                 self.adopt(ctx, record).await
             }
@@ -199,8 +198,8 @@ impl Manager {
     }
 
     /// The atomic step: decide with the session's state and, when leading, start the flight
-    /// under the same lock. A led flight is handed to the Spawn hook, so it completes and is
-    /// stored even if every caller goes away; the flag says whether that worked.
+    /// under the same lock. A request waits on the flight (driving it on its own executor); a
+    /// background refresh is handed to the Spawn hook, and then nobody waits (`None`).
     fn begin(
         &self,
         key: &SessionKey,
@@ -209,22 +208,19 @@ impl Manager {
         ctx: Option<&Context>,
         rejected: Option<&crate::token::AccessToken>,
         hints: &RefreshHints,
-    ) -> (Decision, Option<(FlightFuture, bool)>) {
+    ) -> (Decision, Option<Waiter>) {
         let start = starter(&self.core, &self.sessions, key, ctx, rejected, hints);
         let (decision, flight) = self.sessions.begin(key, now, &*self.core.policy, event, start);
         let Some(flight) = flight else {
             return (decision, None);
         };
-        let leads = matches!(
-            decision,
-            Decision::Lead { .. } | Decision::UseAndRefreshInBackground
-        );
-        let running = match (&self.core.runtime.spawn, leads) {
-            (Some(spawn), true) => spawn.spawn(Box::pin(flight.clone().map(drop))).is_ok(),
-            (_, false) => true, // joined: its leader drives it
-            (None, true) => false,
-        };
-        (decision, Some((flight, running)))
+        let spawn = self.core.runtime.spawn.clone();
+        if let (Decision::UseAndRefreshInBackground, Some(hook)) = (&decision, &spawn) {
+            if flight.detach(&**hook) {
+                return (decision, None);
+            }
+        }
+        (decision, Some(flight.wait(spawn)))
     }
 
     /// Waits for a flight; a failed proactive refresh keeps the still-valid token.
@@ -232,7 +228,7 @@ impl Manager {
         &self,
         ctx: Option<&Context>,
         reason: FetchReason,
-        flight: FlightFuture,
+        flight: Waiter,
         old: Option<Arc<TokenRecord>>,
     ) -> Result<Arc<TokenRecord>, Error> {
         let error = match flight.await {

@@ -3,6 +3,7 @@
 //! (`manager`, with one flight's steps in `refresh`).
 
 mod coordination;
+mod flight;
 mod key;
 pub(crate) mod manager;
 mod refresh;

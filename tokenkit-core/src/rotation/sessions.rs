@@ -15,9 +15,10 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use futures_util::future::{self, Either, FutureExt, Shared};
+use futures_util::future::{self, Either};
 
 use super::coordination::{Coordinator, Lease, Role};
+use super::flight::Flight;
 use super::key::SessionKey;
 use super::state::{decide, Decision, Event, SessionState, Successor};
 use super::RotationStats;
@@ -27,14 +28,11 @@ use crate::runtime::{BoxFuture, Runtime};
 use crate::source::FetchReason;
 use crate::token::TokenRecord;
 
-/// A refresh in flight, shared by every request waiting for it; any of them drives it.
-pub(crate) type FlightFuture = Shared<BoxFuture<'static, Result<Arc<TokenRecord>, Error>>>;
-
 #[derive(Default)]
 struct Entry {
     state: SessionState,
-    /// The refresh in flight and its id (a finishing flight removes only itself).
-    flight: Option<(u64, FlightFuture)>,
+    /// The refresh in flight (a finishing flight removes only itself, by id).
+    flight: Option<Flight>,
     /// How long a proactive cooldown lasts, as the policy said when it began.
     cooldown: Duration,
     lease: Option<LocalLease>,
@@ -153,7 +151,7 @@ impl SessionTable {
         policy: &dyn RefreshPolicy,
         event: Event<'_>,
         start: impl FnOnce(u64, FetchReason) -> BoxFuture<'static, Result<Arc<TokenRecord>, Error>>,
-    ) -> (Decision, Option<FlightFuture>) {
+    ) -> (Decision, Option<Flight>) {
         let mut table = self.lock();
         let decision = match table.entries.get(key) {
             Some(entry) => {
@@ -171,17 +169,13 @@ impl SessionTable {
         let flight = match (&decision, lead) {
             (_, Some(reason)) => {
                 let id = table.next();
-                let flight = start(id, reason).shared();
+                let flight = Flight::new(id, start(id, reason));
                 let entry = table.entries.entry(key.clone()).or_default();
-                entry.flight = Some((id, flight.clone()));
+                entry.flight = Some(flight.clone());
                 entry.state.refreshing = true;
                 Some(flight)
             }
-            (Decision::Join { .. }, None) => table
-                .entries
-                .get(key)
-                .and_then(|e| e.flight.as_ref())
-                .map(|(_, f)| f.clone()),
+            (Decision::Join { .. }, None) => table.entries.get(key).and_then(|e| e.flight.clone()),
             _ => None,
         };
         (decision, flight)
@@ -194,7 +188,7 @@ impl SessionTable {
         let mut table = self.lock();
         let mut deadline = None;
         if let Some(entry) = table.entries.get_mut(key) {
-            if entry.flight.as_ref().is_some_and(|(own, _)| *own == id) {
+            if entry.flight.as_ref().is_some_and(|own| own.id == id) {
                 entry.flight = None;
                 entry.state.refreshing = false;
             }

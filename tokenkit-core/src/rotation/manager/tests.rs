@@ -2,10 +2,11 @@
 
 use super::*;
 use crate::policy::StandardPolicy;
-use crate::runtime::ManualClock;
+use crate::runtime::{Clock, ManualClock};
 use crate::source::{FetchRequest, ProvidedToken, ProviderSource};
 use crate::store::MemoryStore;
 use futures_executor::block_on;
+use futures_util::FutureExt;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -192,4 +193,128 @@ fn a_panicking_source_fails_every_waiter_and_the_next_request_starts_clean() {
     assert_eq!(calls.load(Ordering::SeqCst), 1, "one flight for both");
     assert_eq!(m.stats().refreshes_in_flight, 0);
     assert_eq!(secret(&block_on(m.token(None, &hints)).unwrap()), "ok");
+}
+
+/// A source that, while it fetches, lets "another writer" (another client, another replica)
+/// store its own rotation first; then answers with `outcome`.
+#[derive(Debug)]
+struct RacedBy {
+    store: Arc<MemoryStore>,
+    invalid_grant: bool,
+}
+
+#[async_trait::async_trait]
+impl TokenSource for RacedBy {
+    async fn fetch(&self, request: FetchRequest) -> Result<TokenRecord, Error> {
+        let winner = TokenRecord::new(crate::AccessToken::new("winner"), request.now)
+            .with_refresh_token(crate::RefreshToken::new("r-winner"))
+            .with_expires_in(Duration::from_secs(3600))?;
+        self.store.save(None, Arc::new(winner), None).await?;
+        if self.invalid_grant {
+            return Err(Error::new(
+                ErrorKind::Auth(AuthFailure::SessionInvalid),
+                "invalid_grant: refresh token already used",
+            ));
+        }
+        TokenRecord::new(crate::AccessToken::new("loser"), request.now)
+            .with_refresh_token(crate::RefreshToken::new("r-loser"))
+            .with_expires_in(Duration::from_secs(3600))
+    }
+}
+
+fn raced(invalid_grant: bool) -> (Manager, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    let clock = ManualClock::default();
+    let expired = TokenRecord::new(crate::AccessToken::new("old"), clock.now())
+        .with_refresh_token(crate::RefreshToken::new("r-old"));
+    block_on(store.save(None, Arc::new(expired), None)).unwrap();
+    let m = Manager::new(Parts {
+        store: Arc::clone(&store) as Arc<dyn TokenStore>,
+        ..parts(
+            Arc::new(RacedBy {
+                store: Arc::clone(&store),
+                invalid_grant,
+            }),
+            StandardPolicy::default(),
+            Runtime::new().with_clock(clock),
+        )
+    });
+    (m, store)
+}
+
+#[test]
+fn a_compare_and_swap_conflict_adopts_the_winner() {
+    let (m, store) = raced(false);
+    let rejected = (*store.get().unwrap()).clone();
+    let got = block_on(m.recover(None, &rejected, 0, &RefreshHints::default())).unwrap();
+    assert_eq!(
+        secret(&got),
+        "winner",
+        "the loser's write was refused; the winner is used"
+    );
+    assert_eq!(secret(&store.get().unwrap()), "winner");
+}
+
+#[test]
+fn invalid_grant_after_a_lost_race_adopts_the_winner_instead_of_logging_out() {
+    let (m, store) = raced(true);
+    let rejected = (*store.get().unwrap()).clone();
+    let got = block_on(m.recover(None, &rejected, 0, &RefreshHints::default())).unwrap();
+    assert_eq!(secret(&got), "winner");
+    assert!(store.get().is_some(), "the session was not cleared");
+}
+
+/// A Spawn hook that keeps the tasks it is given, for the test to run.
+#[derive(Default, Clone)]
+struct Kept(Arc<std::sync::Mutex<Vec<crate::runtime::BoxFuture<'static, ()>>>>);
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kept")
+    }
+}
+
+impl crate::runtime::Spawn for Kept {
+    fn spawn(&self, task: crate::runtime::BoxFuture<'static, ()>) -> Result<(), crate::runtime::SpawnError> {
+        self.0.lock().unwrap().push(task);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_refresh_runs_on_the_callers_executor_and_is_handed_over_only_when_abandoned() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let kept = Kept::default();
+    let m = manager(
+        Arc::clone(&calls),
+        Runtime::new()
+            .with_clock(ManualClock::default())
+            .with_spawn(kept.clone()),
+    );
+    // A caller that waits drives the refresh itself: nothing is spawned.
+    assert_eq!(
+        secret(&block_on(m.token(None, &RefreshHints::default())).unwrap()),
+        "t1"
+    );
+    assert!(
+        kept.0.lock().unwrap().is_empty(),
+        "no task while a caller drives the flight"
+    );
+    // A caller that goes away mid-refresh hands the flight to the hook.
+    m.core.store.clear(None).now_or_never().unwrap().unwrap();
+    {
+        let hints = RefreshHints::default();
+        let mut caller = pin!(m.token(None, &hints));
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        assert!(caller.as_mut().poll(&mut cx).is_pending());
+    }
+    let tasks = std::mem::take(&mut *kept.0.lock().unwrap());
+    assert_eq!(tasks.len(), 1, "the abandoned flight was handed over");
+    for task in tasks {
+        block_on(task);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(m.stats().refreshes_in_flight, 0);
+    let stored = m.core.store.load(None).now_or_never().unwrap().unwrap().unwrap();
+    assert_eq!(secret(&stored), "t2", "the abandoned refresh was stored");
 }

@@ -1,0 +1,41 @@
+//! The core hot path for an instruction counter: `N` requests with a fresh token (or without
+//! auth) through a no-op transport, nothing else. Run it under callgrind twice with different
+//! `N` and divide the difference of the totals by the difference of `N`: setup cancels out.
+//!
+//! `cargo bench -p tokenkit-bench --bench hot_path_instructions --no-run`, then
+//! `valgrind --tool=callgrind <binary> auth 10000` (or `plain`).
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // a benchmark binary
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use tokenkit_core::{transport_fn, Client, ProvidedToken, RetryConfig};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let with_auth = args.next().as_deref() != Some("plain");
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let transport = transport_fn(|_req: http::Request<Bytes>| async {
+        Ok(http::Response::new(Bytes::from_static(b"{}")))
+    });
+    let builder = Client::builder("http://api.example")
+        .transport(transport)
+        .no_timeout()
+        .retry(RetryConfig::none());
+    let builder = if with_auth {
+        builder.provider(|| async {
+            Ok::<_, std::io::Error>(ProvidedToken::new(
+                "a-realistic-token-value-of-some-length-0123456789",
+                3600,
+            ))
+        })
+    } else {
+        builder
+    };
+    let client = builder.build().unwrap();
+    for _ in 0..n {
+        let response = futures_executor::block_on(client.get("/things").send_bytes()).unwrap();
+        black_box(response);
+    }
+}
