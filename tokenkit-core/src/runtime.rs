@@ -42,6 +42,15 @@ pub trait Spawn: Send + Sync + fmt::Debug {
     /// Starts `task`. Returns an error when no executor is available (for instance outside a
     /// runtime); the caller then drives the work itself.
     fn spawn(&self, task: BoxFuture<'static, ()>) -> Result<(), SpawnError>;
+
+    /// Whether tasks run on the executor of the code that spawns them (tokio's `spawn` does).
+    /// Then a refresh is spawned the moment it starts, and its callers only wait. A hook that
+    /// runs tasks elsewhere (a thread of its own) keeps the default, `false`: it then receives
+    /// only background refreshes and refreshes whose callers all went away, so a token source
+    /// runs on the caller's executor whenever a caller is there.
+    fn runs_on_caller_executor(&self) -> bool {
+        false
+    }
 }
 
 /// A [`Spawn`] hook could not start a task.

@@ -32,6 +32,11 @@ impl Spawn for TokioSpawn {
         drop(handle.spawn(task));
         Ok(())
     }
+
+    /// Tasks run on the spawning code's runtime.
+    fn runs_on_caller_executor(&self) -> bool {
+        true
+    }
 }
 
 /// The system clock with tokio's sleeper and spawner.

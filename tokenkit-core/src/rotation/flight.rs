@@ -1,11 +1,13 @@
-//! A refresh in flight: one future shared by every request waiting for it. Waiters drive it
-//! on their own executor; when the last of them goes away before it ends, it is handed to the
-//! Spawn hook, so a refresh once started completes and is stored even with no one waiting —
-//! and a user's token source runs on the caller's executor whenever a caller is there.
+//! A refresh in flight: one future shared by every request waiting for it. With a Spawn hook
+//! that runs tasks on the caller's own runtime (tokio), the flight is spawned as it starts.
+//! Otherwise waiters drive it on their own executor, and when the last of them goes away
+//! before it ends, it is handed to the Spawn hook: a refresh once started completes and is
+//! stored even with no one waiting, and a user's token source runs on the caller's executor
+//! whenever a caller is there.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -23,6 +25,8 @@ pub(crate) struct Flight {
     pub(crate) id: u64,
     future: Shared<BoxFuture<'static, Outcome>>,
     waiters: Arc<AtomicUsize>,
+    /// Handed to the Spawn hook already: nothing to hand over when waiters leave.
+    detached: Arc<AtomicBool>,
 }
 
 impl Flight {
@@ -31,6 +35,7 @@ impl Flight {
             id,
             future: work.shared(),
             waiters: Arc::new(AtomicUsize::new(0)),
+            detached: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -44,9 +49,17 @@ impl Flight {
         }
     }
 
-    /// Runs the flight detached (a background refresh). `false` when the hook refused.
+    /// Runs the flight detached (a background refresh, or any refresh when the hook runs
+    /// tasks on the caller's runtime). `false` when the hook refused.
     pub(crate) fn detach(&self, spawn: &dyn Spawn) -> bool {
-        spawn.spawn(Box::pin(self.future.clone().map(drop))).is_ok()
+        if self.detached.swap(true, Ordering::AcqRel) {
+            return true;
+        }
+        let spawned = spawn.spawn(Box::pin(self.future.clone().map(drop))).is_ok();
+        if !spawned {
+            self.detached.store(false, Ordering::Release);
+        }
+        spawned
     }
 }
 
@@ -71,7 +84,8 @@ impl Future for Waiter {
 impl Drop for Waiter {
     fn drop(&mut self) {
         let last = self.flight.waiters.fetch_sub(1, Ordering::AcqRel) == 1;
-        if !last || self.done || self.flight.future.peek().is_some() {
+        let running_anyway = self.flight.detached.load(Ordering::Acquire);
+        if !last || self.done || running_anyway || self.flight.future.peek().is_some() {
             return;
         }
         // The last waiter left mid-flight: hand the refresh over so it still completes (the

@@ -198,8 +198,9 @@ impl Manager {
     }
 
     /// The atomic step: decide with the session's state and, when leading, start the flight
-    /// under the same lock. A request waits on the flight (driving it on its own executor); a
-    /// background refresh is handed to the Spawn hook, and then nobody waits (`None`).
+    /// under the same lock. A background refresh is handed to the Spawn hook, and then nobody
+    /// waits (`None`); a led refresh is spawned at once when the hook runs tasks on the
+    /// caller's runtime; otherwise the request waits on the flight, driving it (see `flight`).
     fn begin(
         &self,
         key: &SessionKey,
@@ -215,9 +216,13 @@ impl Manager {
             return (decision, None);
         };
         let spawn = self.core.runtime.spawn.clone();
-        if let (Decision::UseAndRefreshInBackground, Some(hook)) = (&decision, &spawn) {
-            if flight.detach(&**hook) {
-                return (decision, None);
+        if let Some(hook) = &spawn {
+            match &decision {
+                Decision::UseAndRefreshInBackground if flight.detach(&**hook) => return (decision, None),
+                Decision::Lead { .. } if hook.runs_on_caller_executor() => {
+                    flight.detach(&**hook);
+                }
+                _ => {}
             }
         }
         (decision, Some(flight.wait(spawn)))
