@@ -77,6 +77,15 @@ pub(crate) fn refresh_panicked() -> Error {
     )
 }
 
+/// What a fetch produced.
+enum Fetched {
+    /// New tokens from the source, to commit.
+    New(TokenRecord),
+    /// The source refused a refresh token another writer had already rotated; the store holds
+    /// that writer's record.
+    Winner(Arc<TokenRecord>),
+}
+
 /// One flight of session `key`.
 pub(crate) struct Refresh {
     pub(crate) core: Arc<Core>,
@@ -185,7 +194,8 @@ impl Refresh {
         };
         match future::select(std::pin::pin!(work), std::pin::pin!(keep_alive)).await {
             Either::Left((result, _)) => result,
-            Either::Right(((), _)) => unreachable!("the keep-alive loop never ends"),
+            // The keep-alive loop never ends; were it to, the work still runs to its end.
+            Either::Right(((), work)) => work.await,
         }
     }
 
@@ -222,11 +232,13 @@ impl Refresh {
             }
             _ => {}
         }
-        let fetched = self.fetch(stored.as_ref(), now).await?;
-        self.commit(coordinator, stored, fetched, now).await
+        match self.fetch(stored.as_ref(), now).await? {
+            Fetched::New(record) => self.commit(coordinator, stored, record, now).await,
+            Fetched::Winner(winner) => Ok(winner),
+        }
     }
 
-    async fn fetch(&self, stored: Option<&Arc<TokenRecord>>, now: SystemTime) -> Result<TokenRecord, Error> {
+    async fn fetch(&self, stored: Option<&Arc<TokenRecord>>, now: SystemTime) -> Result<Fetched, Error> {
         let core = &*self.core;
         let ctx = self.ctx.as_ref();
         let request = FetchRequest {
@@ -241,7 +253,7 @@ impl Refresh {
         let err = match fetched.and_then(|r| r.validate().map(|()| r)) {
             Ok(record) => {
                 core.failures.store(0, Ordering::Relaxed);
-                return Ok(record);
+                return Ok(Fetched::New(record));
             }
             Err(err) => err,
         };
@@ -266,11 +278,15 @@ impl Refresh {
             error: &err,
             winner: winner.as_deref(),
         };
-        match decide(&SessionState::default(), core.now(), &*core.policy, failed) {
-            Decision::AdoptWinner => {
-                Ok((*winner.unwrap_or_else(|| unreachable!("decided on a winner"))).clone())
+        match (
+            decide(&SessionState::default(), core.now(), &*core.policy, failed),
+            winner,
+        ) {
+            (Decision::AdoptWinner, Some(winner)) => {
+                tracing::debug!(target: "tokenkit", "the refresh token was rotated by another writer; adopting its record");
+                Ok(Fetched::Winner(winner))
             }
-            Decision::ClearSessionAndFail => {
+            (Decision::ClearSessionAndFail, _) => {
                 if let Err(clear_err) = core.store.clear(ctx).await {
                     tracing::warn!(target: "tokenkit", error = %clear_err, "could not clear the invalid session");
                 }
