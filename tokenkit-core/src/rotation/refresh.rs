@@ -79,8 +79,8 @@ pub(crate) fn refresh_panicked() -> Error {
 
 /// What a fetch produced.
 enum Fetched {
-    /// New tokens from the source, to commit.
-    New(TokenRecord),
+    /// New tokens from the source, to commit (boxed: a record is large, the enum moves).
+    New(Box<TokenRecord>),
     /// The source refused a refresh token another writer had already rotated; the store holds
     /// that writer's record.
     Winner(Arc<TokenRecord>),
@@ -233,7 +233,7 @@ impl Refresh {
             _ => {}
         }
         match self.fetch(stored.as_ref(), now).await? {
-            Fetched::New(record) => self.commit(coordinator, stored, record, now).await,
+            Fetched::New(record) => self.commit(coordinator, stored, *record, now).await,
             Fetched::Winner(winner) => Ok(winner),
         }
     }
@@ -253,7 +253,7 @@ impl Refresh {
         let err = match fetched.and_then(|r| r.validate().map(|()| r)) {
             Ok(record) => {
                 core.failures.store(0, Ordering::Relaxed);
-                return Ok(Fetched::New(record));
+                return Ok(Fetched::New(Box::new(record)));
             }
             Err(err) => err,
         };
