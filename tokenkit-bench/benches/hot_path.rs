@@ -9,34 +9,15 @@
 use std::alloc::System;
 use std::hint::black_box;
 
-use bytes::Bytes;
+use common::client;
 use criterion::{criterion_group, criterion_main, Criterion};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
-use tokenkit_core::{transport_fn, Client, ProvidedToken, RetryConfig};
+use tokenkit_core::Client;
+
+mod common;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-fn client(with_auth: bool) -> Client {
-    let transport = transport_fn(|_req: http::Request<Bytes>| async {
-        Ok(http::Response::new(Bytes::from_static(b"{}")))
-    });
-    let builder = Client::builder("http://api.example")
-        .transport(transport)
-        .no_timeout()
-        .retry(RetryConfig::none());
-    let builder = if with_auth {
-        builder.provider(|| async {
-            Ok::<_, std::io::Error>(ProvidedToken::new(
-                "a-realistic-token-value-of-some-length-0123456789",
-                3600,
-            ))
-        })
-    } else {
-        builder
-    };
-    builder.build().unwrap()
-}
 
 fn send(client: &Client) {
     let response = futures_executor::block_on(client.get("/things").send_bytes()).unwrap();

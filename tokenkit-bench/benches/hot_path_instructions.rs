@@ -9,31 +9,13 @@
 
 use std::hint::black_box;
 
-use bytes::Bytes;
-use tokenkit_core::{transport_fn, Client, ProvidedToken, RetryConfig};
+mod common;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let with_auth = args.next().as_deref() != Some("plain");
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let transport = transport_fn(|_req: http::Request<Bytes>| async {
-        Ok(http::Response::new(Bytes::from_static(b"{}")))
-    });
-    let builder = Client::builder("http://api.example")
-        .transport(transport)
-        .no_timeout()
-        .retry(RetryConfig::none());
-    let builder = if with_auth {
-        builder.provider(|| async {
-            Ok::<_, std::io::Error>(ProvidedToken::new(
-                "a-realistic-token-value-of-some-length-0123456789",
-                3600,
-            ))
-        })
-    } else {
-        builder
-    };
-    let client = builder.build().unwrap();
+    let client = common::client(with_auth);
     for _ in 0..n {
         let response = futures_executor::block_on(client.get("/things").send_bytes()).unwrap();
         black_box(response);
