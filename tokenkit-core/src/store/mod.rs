@@ -1,10 +1,12 @@
 //! Where token records live.
 
+mod codec;
 pub mod cookie;
 mod memory;
 pub mod session;
 
 pub use self::cookie::{CookieConfig, CookieStore};
+pub use codec::{decode_record, encode_record};
 pub use memory::MemoryStore;
 pub use session::{MemorySessionBackend, SessionBackend, SessionId, SessionStore};
 

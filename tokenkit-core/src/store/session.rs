@@ -6,14 +6,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
+use super::codec::{decode_record, encode_record};
 use super::cookie::DEFAULT_COOKIE_MAX_AGE;
 use super::{StoreScope, TokenStore};
 use crate::context::{no_context, Context};
 use crate::error::{Error, ErrorKind};
 use crate::runtime::{Clock, SystemClock};
-use crate::token::{AccessToken, RefreshToken, TokenRecord};
+use crate::token::TokenRecord;
 
 /// A key-value session backend, keyed per session, with a TTL per value. Implement it over
 /// your session store; tokenkit keeps one value per session under the key `tokenkit` (or
@@ -117,63 +117,6 @@ impl<B: SessionBackend> SessionStore<B> {
     }
 }
 
-/// The serialized form of a record: secrets in plain text, for the backend only.
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    access_token: Option<String>,
-    refresh_token: Option<String>,
-    token_type: Option<String>,
-    scope: Option<String>,
-    expires_at: Option<u64>,
-    refresh_expires_at: Option<u64>,
-    obtained_at: u64,
-    payload: Option<serde_json::Value>,
-}
-
-fn secs(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-fn time(secs: u64) -> Option<SystemTime> {
-    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-}
-
-impl From<&TokenRecord> for Stored {
-    fn from(r: &TokenRecord) -> Self {
-        Self {
-            access_token: r.access_token.as_ref().map(|t| t.secret().to_owned()),
-            refresh_token: r.refresh_token.as_ref().map(|t| t.secret().to_owned()),
-            token_type: r.token_type.clone(),
-            scope: r.scope.clone(),
-            expires_at: r.expires_at.map(secs),
-            refresh_expires_at: r.refresh_expires_at.map(secs),
-            obtained_at: secs(r.obtained_at),
-            payload: r.payload.clone(),
-        }
-    }
-}
-
-impl Stored {
-    fn into_record(self) -> Option<TokenRecord> {
-        let obtained_at = time(self.obtained_at)?;
-        let mut record = match (self.access_token, self.refresh_token) {
-            (Some(access), refresh) => {
-                let mut r = TokenRecord::new(AccessToken::new(access), obtained_at);
-                r.refresh_token = refresh.map(RefreshToken::new);
-                r
-            }
-            (None, Some(refresh)) => TokenRecord::from_refresh_token(RefreshToken::new(refresh), obtained_at),
-            (None, None) => return None,
-        };
-        record.token_type = self.token_type;
-        record.scope = self.scope;
-        record.expires_at = self.expires_at.and_then(time);
-        record.refresh_expires_at = self.refresh_expires_at.and_then(time);
-        record.payload = self.payload;
-        Some(record)
-    }
-}
-
 #[async_trait]
 impl<B: SessionBackend> TokenStore for SessionStore<B> {
     async fn load(&self, ctx: Option<&Context>) -> Result<Option<Arc<TokenRecord>>, Error> {
@@ -181,10 +124,7 @@ impl<B: SessionBackend> TokenStore for SessionStore<B> {
         let Some(text) = self.backend.get(&id, &self.key).await? else {
             return Ok(None);
         };
-        match serde_json::from_str::<Stored>(&text)
-            .ok()
-            .and_then(Stored::into_record)
-        {
+        match decode_record(&text) {
             Some(record) => Ok(Some(Arc::new(record))),
             None => {
                 tracing::warn!(target: "tokenkit", "ignoring an unreadable session record");
@@ -201,12 +141,7 @@ impl<B: SessionBackend> TokenStore for SessionStore<B> {
     ) -> Result<(), Error> {
         let id = self.session_id(ctx)?;
         let ttl = record.refresh_lifetime().unwrap_or(DEFAULT_COOKIE_MAX_AGE);
-        let text = serde_json::to_string(&Stored::from(&*record)).map_err(|e| {
-            Error::new(
-                ErrorKind::Store,
-                format!("could not encode the session record: {e}"),
-            )
-        })?;
+        let text = encode_record(&record)?;
         self.backend.set(&id, &self.key, text, ttl).await
     }
 
@@ -344,6 +279,7 @@ impl SessionBackend for MemorySessionBackend {
 mod tests {
     use super::*;
     use crate::runtime::ManualClock;
+    use crate::token::{AccessToken, RefreshToken};
     use futures_executor::block_on;
 
     fn store(clock: &ManualClock) -> SessionStore<MemorySessionBackend> {
