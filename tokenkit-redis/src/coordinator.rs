@@ -1,0 +1,245 @@
+//! [`RedisCoordinator`]: the coordination contract of `tokenkit_core::Coordinator` on Redis.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use tokenkit_core::rotation::{Lease, Role};
+use tokenkit_core::store::{decode_record, encode_record};
+use tokenkit_core::{Coordinator, Error, ErrorKind, SessionKey, TokenRecord};
+
+use crate::keys::Keys;
+
+/// The key prefix unless configured otherwise.
+pub const DEFAULT_PREFIX: &str = "tokenkit";
+/// The first pause of a follower polling for its leader's result; it doubles up to
+/// [`MAX_POLL_INTERVAL`].
+pub const FIRST_POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// The longest pause between two polls of a waiting follower.
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Extends a lease only if the caller still owns it.
+const EXTEND: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0";
+
+/// Deletes a lease only if the caller still owns it.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// Single flight and the grace window for a fleet: leases (`SET key owner NX PX ttl`, extended
+/// and released by their owner only, through Lua scripts), successors published with the
+/// window as their TTL, followers polling with backoff until the leader's result or the
+/// lease's end.
+///
+/// Cheap to clone; clones share one connection (redis-rs's [`ConnectionManager`], which
+/// reconnects by itself).
+#[derive(Clone)]
+pub struct RedisCoordinator {
+    connection: ConnectionManager,
+    prefix: Arc<str>,
+    /// Names this process in owner tokens and in keys of context-only sessions.
+    instance: Arc<str>,
+    extend: Arc<Script>,
+    release: Arc<Script>,
+}
+
+impl std::fmt::Debug for RedisCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCoordinator")
+            .field("prefix", &self.prefix)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisCoordinator {
+    /// Connects to the Redis server at `url` (`redis://127.0.0.1:6379/`).
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        let client = redis::Client::open(url).map_err(|e| redis_error("invalid Redis URL", e))?;
+        let connection = ConnectionManager::new(client)
+            .await
+            .map_err(|e| redis_error("could not connect to Redis", e))?;
+        Ok(Self::new(connection))
+    }
+
+    /// A coordinator over an existing connection manager.
+    pub fn new(connection: ConnectionManager) -> Self {
+        Self {
+            connection,
+            prefix: Arc::from(DEFAULT_PREFIX),
+            instance: Arc::from(instance_id()),
+            extend: Arc::new(Script::new(EXTEND)),
+            release: Arc::new(Script::new(RELEASE)),
+        }
+    }
+
+    /// Namespaces every key under `prefix` (default [`DEFAULT_PREFIX`]): clients that share
+    /// sessions must share the prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Arc::from(prefix.into());
+        self
+    }
+
+    fn keys(&self, key: &SessionKey) -> Keys {
+        Keys::new(&self.prefix, &self.instance, key)
+    }
+
+    fn owner(&self) -> String {
+        static GRANTS: AtomicU64 = AtomicU64::new(0);
+        format!("{}-{}", self.instance, GRANTS.fetch_add(1, Ordering::Relaxed))
+    }
+
+    async fn read_successor(&self, keys: &Keys) -> Result<Option<Arc<TokenRecord>>, Error> {
+        let mut connection = self.connection.clone();
+        let text: Option<String> = connection
+            .get(&keys.successor)
+            .await
+            .map_err(|e| redis_error("could not read the successor", e))?;
+        Ok(text.as_deref().and_then(|text| match decode_record(text) {
+            Some(record) => Some(Arc::new(record)),
+            None => {
+                tracing::warn!(target: "tokenkit_redis", "ignoring an unreadable successor record");
+                None
+            }
+        }))
+    }
+
+    async fn lease_held(&self, keys: &Keys) -> Result<bool, Error> {
+        let mut connection = self.connection.clone();
+        connection
+            .exists(&keys.lease)
+            .await
+            .map_err(|e| redis_error("could not read the lease", e))
+    }
+}
+
+#[async_trait]
+impl Coordinator for RedisCoordinator {
+    async fn acquire(&self, key: &SessionKey, ttl: Duration) -> Result<Role, Error> {
+        let keys = self.keys(key);
+        let owner = self.owner();
+        let mut connection = self.connection.clone();
+        let granted: Option<String> = redis::cmd("SET")
+            .arg(&keys.lease)
+            .arg(&owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl))
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| redis_error("could not acquire the refresh lease", e))?;
+        Ok(match granted {
+            Some(_) => Role::Lead(Lease::new(key.clone(), owner)),
+            None => Role::Follow,
+        })
+    }
+
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
+        let keys = self.keys(lease.key());
+        let mut connection = self.connection.clone();
+        let extended: i64 = self
+            .extend
+            .key(&keys.lease)
+            .arg(lease.owner())
+            .arg(millis(ttl))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| redis_error("could not extend the refresh lease", e))?;
+        Ok(extended == 1)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), Error> {
+        let keys = self.keys(lease.key());
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .release
+            .key(&keys.lease)
+            .arg(lease.owner())
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| redis_error("could not release the refresh lease", e))?;
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        key: &SessionKey,
+        successor: Arc<TokenRecord>,
+        window: Duration,
+    ) -> Result<(), Error> {
+        if window.is_zero() {
+            return Ok(());
+        }
+        let keys = self.keys(key);
+        let text = encode_record(&successor)?;
+        let mut connection = self.connection.clone();
+        let _: () = redis::cmd("SET")
+            .arg(&keys.successor)
+            .arg(text)
+            .arg("PX")
+            .arg(millis(window))
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| redis_error("could not publish the successor", e))?;
+        Ok(())
+    }
+
+    async fn successor(&self, key: &SessionKey) -> Result<Option<Arc<TokenRecord>>, Error> {
+        self.read_successor(&self.keys(key)).await
+    }
+
+    async fn wait(&self, key: &SessionKey, timeout: Duration) -> Result<Option<Arc<TokenRecord>>, Error> {
+        let keys = self.keys(key);
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        let mut pause = FIRST_POLL_INTERVAL;
+        loop {
+            if let Some(successor) = self.read_successor(&keys).await? {
+                return Ok(Some(successor));
+            }
+            if !self.lease_held(&keys).await? {
+                // The leader publishes before it releases: a successor published between the
+                // two reads above is visible now.
+                return self.read_successor(&keys).await;
+            }
+            let now = tokio::time::Instant::now();
+            let left = deadline.map_or(pause, |d| d.saturating_duration_since(now));
+            if left.is_zero() {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(MAX_POLL_INTERVAL);
+        }
+    }
+}
+
+/// Milliseconds for `PX`, at least 1 (Redis refuses 0) and at most what Redis accepts.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, i64::MAX as u64 / 2)
+}
+
+/// A token naming this process: its id and when it started, to the nanosecond.
+fn instance_id() -> String {
+    #[allow(clippy::disallowed_methods)] // an identifier, not a time the logic depends on
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos:x}", std::process::id())
+}
+
+/// A Redis failure as a store error. The message is ours; Redis's own text stays in the
+/// source chain (it never holds a token: tokenkit sends none in commands' error paths).
+pub(crate) fn redis_error(what: &str, err: redis::RedisError) -> Error {
+    Error::new(ErrorKind::Store, what).with_source(err)
+}

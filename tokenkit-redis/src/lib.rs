@@ -1,0 +1,31 @@
+//! # tokenkit-redis
+//!
+//! Redis (and Valkey) for a fleet of replicas: one refresh per session across the fleet, and
+//! the grace window shared through Redis, so a browser's parallel requests landing on
+//! different replicas never rotate a refresh token twice.
+//!
+//! ```no_run
+//! use tokenkit_core::{CookieConfig, CookieStore, EndpointConfig};
+//! use tokenkit_redis::RedisCoordinator;
+//!
+//! # async fn run() -> Result<(), tokenkit_core::Error> {
+//! let coordinator = RedisCoordinator::connect("redis://127.0.0.1:6379/").await?;
+//! let client = tokenkit_reqwest::builder("https://api.example.com")
+//!     .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh"))
+//!     .store(CookieStore::new(CookieConfig::new()))
+//!     // Every replica built like this shares one rotation per session.
+//!     .coordinator(coordinator)
+//!     .build()?;
+//! # let _ = client; Ok(()) }
+//! ```
+//!
+//! What a coordinator guarantees, and what it does not (correctness rests on re-reading the
+//! store and compare-and-swap, not on the lease alone), is documented on
+//! [`tokenkit_core::Coordinator`]; [`RedisCoordinator`] passes the same contract tests as the
+//! in-process coordinator.
+#![forbid(unsafe_code)]
+
+mod coordinator;
+mod keys;
+
+pub use coordinator::{RedisCoordinator, DEFAULT_PREFIX, FIRST_POLL_INTERVAL, MAX_POLL_INTERVAL};
