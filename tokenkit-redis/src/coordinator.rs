@@ -222,7 +222,7 @@ impl Coordinator for RedisCoordinator {
 }
 
 /// Milliseconds for `PX`, at least 1 (Redis refuses 0) and at most what Redis accepts.
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis())
         .unwrap_or(u64::MAX)
         .clamp(1, i64::MAX as u64 / 2)

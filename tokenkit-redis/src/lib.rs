@@ -27,5 +27,7 @@
 
 mod coordinator;
 mod keys;
+mod session_store;
 
 pub use coordinator::{RedisCoordinator, DEFAULT_PREFIX, FIRST_POLL_INTERVAL, MAX_POLL_INTERVAL};
+pub use session_store::{RedisSessionStore, DEFAULT_SESSION_COOKIE};
