@@ -28,6 +28,8 @@
 mod coordinator;
 mod keys;
 mod session_store;
+mod token_slot;
 
 pub use coordinator::{RedisCoordinator, DEFAULT_PREFIX, FIRST_POLL_INTERVAL, MAX_POLL_INTERVAL};
 pub use session_store::{RedisSessionStore, DEFAULT_SESSION_COOKIE};
+pub use token_slot::RedisTokenSlot;

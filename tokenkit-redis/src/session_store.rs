@@ -22,7 +22,7 @@ pub const DEFAULT_SESSION_COOKIE: &str = "__Host-tokenkit_sid";
 
 /// Writes the record only if the stored one is still the one the writer read (its token
 /// fingerprint), or unconditionally when the writer expects nothing.
-const COMPARE_AND_SET: &str = r"
+pub(crate) const COMPARE_AND_SET: &str = r"
 if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then
   return 0
 end
@@ -134,7 +134,7 @@ fn new_session_id() -> Result<String, Error> {
 }
 
 /// What compare-and-swap compares: a digest of the record's tokens.
-fn fingerprint(record: &TokenRecord) -> String {
+pub(crate) fn fingerprint(record: &TokenRecord) -> String {
     let mut digest = Sha256::new();
     if let Some(access) = &record.access_token {
         digest.update(b"a:");

@@ -152,7 +152,7 @@ impl Refresh {
     ) -> Result<Option<Arc<TokenRecord>>, Error> {
         tracing::debug!(target: "tokenkit", "another client leads this refresh; waiting for it");
         let published = coordinator.wait(&self.key, ttl).await?;
-        let stored = self.core.store.load(self.ctx.as_ref()).await?;
+        let stored = self.core.store.reload(self.ctx.as_ref()).await?;
         let idle = SessionState::default();
         let granted = Event::LeadGranted {
             reason: self.reason,
@@ -210,7 +210,7 @@ impl Refresh {
             }),
         };
         // Re-read after being granted the lead: another flight may have finished meanwhile.
-        let stored = core.store.load(self.ctx.as_ref()).await?;
+        let stored = core.store.reload(self.ctx.as_ref()).await?;
         let now = core.now();
         let granted = Event::LeadGranted {
             reason: self.reason,
@@ -266,7 +266,7 @@ impl Refresh {
         let winner = match err.auth_failure() {
             Some(AuthFailure::SessionInvalid) => core
                 .store
-                .load(ctx)
+                .reload(ctx)
                 .await
                 .ok()
                 .flatten()
@@ -330,7 +330,7 @@ impl Refresh {
         match core.store.save(ctx, Arc::clone(&record), stored.as_deref()).await {
             Ok(()) => {}
             Err(err) if err.kind() == ErrorKind::StoreConflict => {
-                let winner = core.store.load(ctx).await?;
+                let winner = core.store.reload(ctx).await?;
                 let conflict = Event::Conflict {
                     stored: winner.as_deref(),
                 };

@@ -92,6 +92,14 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// Removes the session's record.
     async fn clear(&self, ctx: Option<&Context>) -> Result<(), Error>;
 
+    /// The session's record from its source of truth, bypassing any cache the store keeps in
+    /// front of it. The leader of a refresh re-reads with it once granted the lead (another
+    /// process may have rotated the session), and so do callers adopting a winner. The
+    /// default is [`load`](Self::load): right for every store without a cache.
+    async fn reload(&self, ctx: Option<&Context>) -> Result<Option<Arc<TokenRecord>>, Error> {
+        self.load(ctx).await
+    }
+
     /// Where the records live: one for the process, one per session carried by the request,
     /// or one per session in a backend. Decides which requests share a refresh and whether
     /// refreshes may run in the background.
