@@ -4,13 +4,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::future::Future;
+
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokenkit_core::rotation::{Lease, Role};
 use tokenkit_core::store::{decode_record, encode_record};
-use tokenkit_core::{Coordinator, Error, ErrorKind, SessionKey, TokenRecord};
+use tokenkit_core::{Coordinator, Error, InProcessCoordinator, SessionKey, TokenRecord};
 
+use crate::connection::{connect, redis_error, Outage, WhenUnavailable};
 use crate::keys::Keys;
 
 /// The key prefix unless configured otherwise.
@@ -40,11 +43,19 @@ return 0";
 /// window as their TTL, followers polling with backoff until the leader's result or the
 /// lease's end.
 ///
+/// While Redis cannot be reached it fails open by default ([`WhenUnavailable`]): leases and
+/// successors are kept in the process meanwhile, so the fleet refreshes at most once per
+/// replica, and coordination resumes by itself when Redis is back.
+///
 /// Cheap to clone; clones share one connection (redis-rs's [`ConnectionManager`], which
 /// reconnects by itself).
 #[derive(Clone)]
 pub struct RedisCoordinator {
     connection: ConnectionManager,
+    when_unavailable: WhenUnavailable,
+    /// Coordination within this process while Redis is unreachable (fail open).
+    local: InProcessCoordinator,
+    outage: Arc<Outage>,
     prefix: Arc<str>,
     /// Names this process in owner tokens and in keys of context-only sessions.
     instance: Arc<str>,
@@ -62,19 +73,19 @@ impl std::fmt::Debug for RedisCoordinator {
 }
 
 impl RedisCoordinator {
-    /// Connects to the Redis server at `url` (`redis://127.0.0.1:6379/`).
+    /// A coordinator on the Redis server at `url` (`redis://127.0.0.1:6379/`). It connects
+    /// lazily: a replica starts even while Redis is down. Fails only on an invalid URL.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        let client = redis::Client::open(url).map_err(|e| redis_error("invalid Redis URL", e))?;
-        let connection = ConnectionManager::new(client)
-            .await
-            .map_err(|e| redis_error("could not connect to Redis", e))?;
-        Ok(Self::new(connection))
+        Ok(Self::new(connect(url)?))
     }
 
     /// A coordinator over an existing connection manager.
     pub fn new(connection: ConnectionManager) -> Self {
         Self {
             connection,
+            when_unavailable: WhenUnavailable::default(),
+            local: InProcessCoordinator::new(tokenkit_tokio::runtime()),
+            outage: Arc::default(),
             prefix: Arc::from(DEFAULT_PREFIX),
             instance: Arc::from(instance_id()),
             extend: Arc::new(Script::new(EXTEND)),
@@ -87,6 +98,38 @@ impl RedisCoordinator {
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Arc::from(prefix.into());
         self
+    }
+
+    /// Whether Redis answers a `PING` now (for health checks).
+    pub async fn is_reachable(&self) -> bool {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .is_ok()
+    }
+
+    /// What to do while Redis cannot be reached (default: fail open).
+    pub fn when_unavailable(mut self, policy: WhenUnavailable) -> Self {
+        self.when_unavailable = policy;
+        self
+    }
+
+    /// Runs `redis`; on failure, fails open to `local` or closed with the error.
+    async fn or_local<T>(
+        &self,
+        what: &'static str,
+        redis: impl Future<Output = Result<T, Error>>,
+        local: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match redis.await {
+            Ok(value) => {
+                self.outage.ok();
+                Ok(value)
+            }
+            Err(err) if self.outage.failed(self.when_unavailable, what, &err) => local.await,
+            Err(err) => Err(err),
+        }
     }
 
     fn keys(&self, key: &SessionKey) -> Keys {
@@ -122,9 +165,8 @@ impl RedisCoordinator {
     }
 }
 
-#[async_trait]
-impl Coordinator for RedisCoordinator {
-    async fn acquire(&self, key: &SessionKey, ttl: Duration) -> Result<Role, Error> {
+impl RedisCoordinator {
+    async fn redis_acquire(&self, key: &SessionKey, ttl: Duration) -> Result<Role, Error> {
         let keys = self.keys(key);
         let owner = self.owner();
         let mut connection = self.connection.clone();
@@ -143,7 +185,7 @@ impl Coordinator for RedisCoordinator {
         })
     }
 
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
+    async fn redis_extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
         let keys = self.keys(lease.key());
         let mut connection = self.connection.clone();
         let extended: i64 = self
@@ -157,7 +199,7 @@ impl Coordinator for RedisCoordinator {
         Ok(extended == 1)
     }
 
-    async fn release(&self, lease: &Lease) -> Result<(), Error> {
+    async fn redis_release(&self, lease: &Lease) -> Result<(), Error> {
         let keys = self.keys(lease.key());
         let mut connection = self.connection.clone();
         let _: i64 = self
@@ -170,7 +212,7 @@ impl Coordinator for RedisCoordinator {
         Ok(())
     }
 
-    async fn publish(
+    async fn redis_publish(
         &self,
         key: &SessionKey,
         successor: Arc<TokenRecord>,
@@ -193,11 +235,15 @@ impl Coordinator for RedisCoordinator {
         Ok(())
     }
 
-    async fn successor(&self, key: &SessionKey) -> Result<Option<Arc<TokenRecord>>, Error> {
+    async fn redis_successor(&self, key: &SessionKey) -> Result<Option<Arc<TokenRecord>>, Error> {
         self.read_successor(&self.keys(key)).await
     }
 
-    async fn wait(&self, key: &SessionKey, timeout: Duration) -> Result<Option<Arc<TokenRecord>>, Error> {
+    async fn redis_wait(
+        &self,
+        key: &SessionKey,
+        timeout: Duration,
+    ) -> Result<Option<Arc<TokenRecord>>, Error> {
         let keys = self.keys(key);
         let deadline = tokio::time::Instant::now().checked_add(timeout);
         let mut pause = FIRST_POLL_INTERVAL;
@@ -221,6 +267,57 @@ impl Coordinator for RedisCoordinator {
     }
 }
 
+#[async_trait]
+impl Coordinator for RedisCoordinator {
+    async fn acquire(&self, key: &SessionKey, ttl: Duration) -> Result<Role, Error> {
+        self.or_local(
+            "acquire",
+            self.redis_acquire(key, ttl),
+            self.local.acquire(key, ttl),
+        )
+        .await
+    }
+
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
+        // A lease granted locally during an outage is extended locally.
+        let extended = self
+            .or_local("extend", self.redis_extend(lease, ttl), async { Ok(false) })
+            .await?;
+        Ok(extended || self.local.extend(lease, ttl).await?)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), Error> {
+        self.local.release(lease).await?;
+        self.or_local("release", self.redis_release(lease), async { Ok(()) })
+            .await
+    }
+
+    async fn publish(
+        &self,
+        key: &SessionKey,
+        successor: Arc<TokenRecord>,
+        window: Duration,
+    ) -> Result<(), Error> {
+        let local = self.local.publish(key, Arc::clone(&successor), window);
+        self.or_local("publish", self.redis_publish(key, successor, window), local)
+            .await
+    }
+
+    async fn successor(&self, key: &SessionKey) -> Result<Option<Arc<TokenRecord>>, Error> {
+        self.or_local("successor", self.redis_successor(key), self.local.successor(key))
+            .await
+    }
+
+    async fn wait(&self, key: &SessionKey, timeout: Duration) -> Result<Option<Arc<TokenRecord>>, Error> {
+        self.or_local(
+            "wait",
+            self.redis_wait(key, timeout),
+            self.local.wait(key, timeout),
+        )
+        .await
+    }
+}
+
 /// Milliseconds for `PX`, at least 1 (Redis refuses 0) and at most what Redis accepts.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis())
@@ -236,10 +333,4 @@ fn instance_id() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{}-{nanos:x}", std::process::id())
-}
-
-/// A Redis failure as a store error. The message is ours; Redis's own text stays in the
-/// source chain (it never holds a token: tokenkit sends none in commands' error paths).
-pub(crate) fn redis_error(what: &str, err: redis::RedisError) -> Error {
-    Error::new(ErrorKind::Store, what).with_source(err)
 }

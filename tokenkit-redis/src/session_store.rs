@@ -13,7 +13,8 @@ use tokenkit_core::store::cookie::DEFAULT_COOKIE_MAX_AGE;
 use tokenkit_core::store::{decode_record, encode_record};
 use tokenkit_core::{Context, Error, ErrorKind, SessionId, StoreScope, TokenRecord, TokenStore};
 
-use crate::coordinator::{millis, redis_error, DEFAULT_PREFIX};
+use crate::connection::{connect, redis_error};
+use crate::coordinator::{millis, DEFAULT_PREFIX};
 use crate::keys::hex;
 
 /// The session id cookie's name by default: the `__Host-` prefix makes browsers refuse it
@@ -57,13 +58,9 @@ impl std::fmt::Debug for RedisSessionStore {
 }
 
 impl RedisSessionStore {
-    /// Connects to the Redis server at `url`.
+    /// A store on the Redis server at `url`; it connects lazily (fails only on an invalid URL).
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        let client = redis::Client::open(url).map_err(|e| redis_error("invalid Redis URL", e))?;
-        let connection = ConnectionManager::new(client)
-            .await
-            .map_err(|e| redis_error("could not connect to Redis", e))?;
-        Ok(Self::new(connection))
+        Ok(Self::new(connect(url)?))
     }
 
     /// A store over an existing connection manager.

@@ -11,9 +11,22 @@ use sha2::{Digest, Sha256};
 use tokenkit_core::store::{decode_record, encode_record};
 use tokenkit_core::{Context, Error, ErrorKind, StoreScope, TokenRecord, TokenStore};
 
-use crate::coordinator::{millis, redis_error, DEFAULT_PREFIX};
+use crate::connection::{connect, redis_error};
+use crate::connection::{Outage, WhenUnavailable};
+use crate::coordinator::{millis, DEFAULT_PREFIX};
 use crate::keys::hex;
-use crate::session_store::{fingerprint, COMPARE_AND_SET};
+use crate::session_store::fingerprint;
+
+/// Writes the shared record unless another replica replaced the one the writer read. A
+/// missing record (expired, or Redis restarted empty) protects nothing: the write goes in.
+const COMPARE_AND_SET: &str = r"
+local fp = redis.call('HGET', KEYS[1], 'fp')
+if ARGV[1] ~= '' and fp and fp ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'record', ARGV[2], 'fp', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1";
 
 /// How long the shared record outlives its access token in Redis (it is replaced at the next
 /// rotation anyway; the margin only keeps it readable while a refresh runs).
@@ -27,10 +40,15 @@ const TTL_WITHOUT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 /// and the others [`reload`](TokenStore::reload) its record from Redis instead of fetching their
 /// own. Writes are compare-and-swap, like the session store's.
 ///
+/// While Redis cannot be reached it fails open by default ([`WhenUnavailable`]): the local copy
+/// keeps being served and written, and the fleet shares again once Redis is back.
+///
 /// Give each client its own slot `name` (one per token: an API, an audience).
 #[derive(Clone)]
 pub struct RedisTokenSlot {
     connection: ConnectionManager,
+    when_unavailable: WhenUnavailable,
+    outage: Arc<Outage>,
     name: Arc<str>,
     prefix: Arc<str>,
     local: Arc<RwLock<Option<Arc<TokenRecord>>>>,
@@ -47,19 +65,18 @@ impl std::fmt::Debug for RedisTokenSlot {
 }
 
 impl RedisTokenSlot {
-    /// Connects to the Redis server at `url`; the slot is named `name`.
+    /// A slot named `name` on the Redis server at `url`; it connects lazily (fails only on an
+    /// invalid URL).
     pub async fn connect(url: &str, name: impl Into<String>) -> Result<Self, Error> {
-        let client = redis::Client::open(url).map_err(|e| redis_error("invalid Redis URL", e))?;
-        let connection = ConnectionManager::new(client)
-            .await
-            .map_err(|e| redis_error("could not connect to Redis", e))?;
-        Ok(Self::new(connection, name))
+        Ok(Self::new(connect(url)?, name))
     }
 
     /// A slot named `name` over an existing connection manager.
     pub fn new(connection: ConnectionManager, name: impl Into<String>) -> Self {
         Self {
             connection,
+            when_unavailable: WhenUnavailable::default(),
+            outage: Arc::default(),
             name: Arc::from(name.into()),
             prefix: Arc::from(DEFAULT_PREFIX),
             local: Arc::default(),
@@ -70,6 +87,21 @@ impl RedisTokenSlot {
     /// Namespaces the key (default [`DEFAULT_PREFIX`]).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Arc::from(prefix.into());
+        self
+    }
+
+    /// Whether Redis answers a `PING` now (for health checks).
+    pub async fn is_reachable(&self) -> bool {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .is_ok()
+    }
+
+    /// What to do while Redis cannot be reached (default: fail open).
+    pub fn when_unavailable(mut self, policy: WhenUnavailable) -> Self {
+        self.when_unavailable = policy;
         self
     }
 
@@ -85,6 +117,42 @@ impl RedisTokenSlot {
     fn set_local(&self, record: Option<Arc<TokenRecord>>) {
         *self.local.write().unwrap_or_else(PoisonError::into_inner) = record;
     }
+
+    async fn read(&self) -> Result<Option<Arc<TokenRecord>>, Error> {
+        let mut connection = self.connection.clone();
+        let text: Option<String> = redis::cmd("HGET")
+            .arg(self.key())
+            .arg("record")
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| redis_error("could not read the shared token", e))?;
+        Ok(text.and_then(|text| {
+            let record = decode_record(&text);
+            if record.is_none() {
+                tracing::warn!(target: "tokenkit_redis", "ignoring an unreadable shared token");
+            }
+            record.map(Arc::new)
+        }))
+    }
+
+    /// The compare-and-swap write; `false` when another replica replaced the record.
+    async fn write(&self, record: &TokenRecord, replaces: Option<&TokenRecord>) -> Result<bool, Error> {
+        let ttl = record
+            .lifetime()
+            .map_or(TTL_WITHOUT_EXPIRY, |lifetime| lifetime.saturating_add(TTL_MARGIN));
+        let mut connection = self.connection.clone();
+        let written: i64 = self
+            .compare_and_set
+            .key(self.key())
+            .arg(replaces.map(fingerprint).unwrap_or_default())
+            .arg(encode_record(record)?)
+            .arg(fingerprint(record))
+            .arg(millis(ttl))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| redis_error("could not write the shared token", e))?;
+        Ok(written == 1)
+    }
 }
 
 #[async_trait]
@@ -98,24 +166,23 @@ impl TokenStore for RedisTokenSlot {
     }
 
     async fn reload(&self, _ctx: Option<&Context>) -> Result<Option<Arc<TokenRecord>>, Error> {
-        let mut connection = self.connection.clone();
-        let text: Option<String> = redis::cmd("HGET")
-            .arg(self.key())
-            .arg("record")
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| redis_error("could not read the shared token", e))?;
-        let record = text.and_then(|text| {
-            let record = decode_record(&text);
-            if record.is_none() {
-                tracing::warn!(target: "tokenkit_redis", "ignoring an unreadable shared token");
+        match self.read().await {
+            Ok(record) => {
+                self.outage.ok();
+                if let Some(record) = &record {
+                    self.set_local(Some(Arc::clone(record)));
+                }
+                Ok(record)
             }
-            record.map(Arc::new)
-        });
-        if let Some(record) = &record {
-            self.set_local(Some(Arc::clone(record)));
+            Err(err)
+                if self
+                    .outage
+                    .failed(self.when_unavailable, "read the shared token", &err) =>
+            {
+                Ok(self.local())
+            }
+            Err(err) => Err(err),
         }
-        Ok(record)
     }
 
     async fn save(
@@ -124,25 +191,20 @@ impl TokenStore for RedisTokenSlot {
         record: Arc<TokenRecord>,
         replaces: Option<&TokenRecord>,
     ) -> Result<(), Error> {
-        let ttl = record
-            .lifetime()
-            .map_or(TTL_WITHOUT_EXPIRY, |lifetime| lifetime.saturating_add(TTL_MARGIN));
-        let mut connection = self.connection.clone();
-        let written: i64 = self
-            .compare_and_set
-            .key(self.key())
-            .arg(replaces.map(fingerprint).unwrap_or_default())
-            .arg(encode_record(&record)?)
-            .arg(fingerprint(&record))
-            .arg(millis(ttl))
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|e| redis_error("could not write the shared token", e))?;
-        if written != 1 {
-            return Err(Error::new(
-                ErrorKind::StoreConflict,
-                "the shared token was replaced by another replica since it was read",
-            ));
+        match self.write(&record, replaces).await {
+            Ok(true) => self.outage.ok(),
+            Ok(false) => {
+                self.outage.ok();
+                return Err(Error::new(
+                    ErrorKind::StoreConflict,
+                    "the shared token was replaced by another replica since it was read",
+                ));
+            }
+            Err(err)
+                if self
+                    .outage
+                    .failed(self.when_unavailable, "write the shared token", &err) => {}
+            Err(err) => return Err(err),
         }
         self.set_local(Some(record));
         Ok(())
@@ -151,11 +213,18 @@ impl TokenStore for RedisTokenSlot {
     async fn clear(&self, _ctx: Option<&Context>) -> Result<(), Error> {
         self.set_local(None);
         let mut connection = self.connection.clone();
-        let _: i64 = redis::cmd("DEL")
+        let deleted: Result<i64, _> = redis::cmd("DEL")
             .arg(self.key())
             .query_async(&mut connection)
-            .await
-            .map_err(|e| redis_error("could not delete the shared token", e))?;
+            .await;
+        match deleted.map_err(|e| redis_error("could not delete the shared token", e)) {
+            Ok(_) => self.outage.ok(),
+            Err(err)
+                if self
+                    .outage
+                    .failed(self.when_unavailable, "delete the shared token", &err) => {}
+            Err(err) => return Err(err),
+        }
         Ok(())
     }
 

@@ -86,3 +86,103 @@ async fn eight_replicas_fetch_one_token_per_expiry_and_fresh_tokens_cost_no_roun
         clock.advance(Duration::from_secs(3600));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_fleet_fails_open_and_coordination_resumes_when_it_is_back() {
+    let mut redis = support::RedisServer::start();
+    let clock = ManualClock::default();
+    let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let url = redis.url();
+    let mut replicas = Vec::new();
+    let mut probes = Vec::new();
+    for _ in 0..4 {
+        let slot = RedisTokenSlot::connect(&url, "billing-api").await.unwrap();
+        let coordinator = RedisCoordinator::connect(&url)
+            .await
+            .unwrap()
+            .prefix("billing-api");
+        probes.push((slot.clone(), coordinator.clone()));
+        replicas.push(
+            tokenkit_reqwest::builder(server.url())
+                .clock(clock.clone())
+                .provider(token_provider(server.token_url()))
+                .policy(StandardPolicy::provider().jitter(0.0))
+                .store(slot)
+                .coordinator(coordinator)
+                .build()
+                .unwrap(),
+        );
+    }
+    let burst = |replicas: &[Client]| {
+        let calls = replicas
+            .iter()
+            .flat_map(|r| (0..50).map(move |_| r.get("/api/x").send::<Value>()));
+        join_all(calls)
+    };
+    assert!(burst(&replicas).await.into_iter().all(|r| r.is_ok()));
+    assert_eq!(server.token_requests(), 1);
+
+    // Redis goes away; the tokens expire: every request still succeeds, each replica
+    // refreshing on its own at most once.
+    redis.stop();
+    clock.advance(Duration::from_secs(3600));
+    for result in burst(&replicas).await {
+        assert!(result.is_ok(), "{result:?}");
+    }
+    let during = server.token_requests() - 1;
+    assert!((1..=4).contains(&during), "{during} fetches during the outage");
+
+    // Redis is back (empty); once every replica reconnected, the fleet shares again.
+    redis.restart();
+    for (slot, coordinator) in &probes {
+        for _ in 0..100 {
+            if slot.is_reachable().await && coordinator.is_reachable().await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    clock.advance(Duration::from_secs(3600));
+    let before = server.token_requests();
+    assert!(burst(&replicas).await.into_iter().all(|r| r.is_ok()));
+    assert_eq!(
+        server.token_requests() - before,
+        1,
+        "one fetch for the fleet again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_gives_a_typed_error_while_redis_is_away() {
+    let mut redis = support::RedisServer::start();
+    let clock = ManualClock::default();
+    let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let closed = tokenkit_redis::WhenUnavailable::FailClosed;
+    let client = tokenkit_reqwest::builder(server.url())
+        .clock(clock.clone())
+        .provider(token_provider(server.token_url()))
+        .store(
+            RedisTokenSlot::connect(&redis.url(), "strict")
+                .await
+                .unwrap()
+                .when_unavailable(closed),
+        )
+        .coordinator(
+            RedisCoordinator::connect(&redis.url())
+                .await
+                .unwrap()
+                .when_unavailable(closed),
+        )
+        .build()
+        .unwrap();
+    client.get("/api/x").send::<Value>().await.unwrap();
+    redis.stop();
+    clock.advance(Duration::from_secs(3600));
+    let err = client.get("/api/x").send::<Value>().await.unwrap_err();
+    assert_eq!(err.kind(), tokenkit_core::ErrorKind::Store, "{err}");
+    assert_eq!(server.token_requests(), 1, "no fetch without coordination");
+}

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test binary uses a part of the support code
 //! A real `redis-server` for the tests: started on a free loopback port with its own directory,
 //! no persistence, stopped (and its directory removed) when dropped. A missing binary is a
 //! failure that says how to install it, never a skip.
@@ -7,6 +8,33 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+fn spawn(port: u16, dir: &std::path::Path) -> Child {
+    match Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "redis-server is not installed: the Redis tests need a real server. \
+             Install it (Debian: `apt-get install redis-server`; `.ci/run` does this)."
+        ),
+        Err(e) => panic!("could not start redis-server: {e}"),
+    }
+}
 
 /// A running `redis-server`.
 pub(crate) struct RedisServer {
@@ -30,42 +58,41 @@ impl RedisServer {
         let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
         let dir = std::env::temp_dir().join(format!("tokenkit-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
-        let child = match Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "redis-server is not installed: the Redis tests need a real server. \
-                 Install it (Debian: `apt-get install redis-server`; `.ci/run` does this)."
-            ),
-            Err(e) => panic!("could not start redis-server: {e}"),
-        };
+        let child = spawn(port, &dir);
         let mut server = Self { child, port, dir };
+        server.ready().then_some(server)
+    }
+
+    /// Waits until the server answers (`false`: it exited, or 5 s passed).
+    fn ready(&mut self) -> bool {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
-            if server.pings() {
-                return Some(server);
+            if self.pings() {
+                return true;
             }
-            if let Ok(Some(_)) = server.child.try_wait() {
-                return None; // exited (the port was taken meanwhile): try another
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        None
+        false
+    }
+
+    /// Kills the server (an outage).
+    pub(crate) fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port (empty: nothing is persisted).
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(self.port, &self.dir);
+        assert!(
+            self.ready(),
+            "redis-server did not come back on port {}",
+            self.port
+        );
     }
 
     fn pings(&self) -> bool {
