@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokenkit_core::rotation::{Lease, Role};
-use tokenkit_core::store::{decode_record, encode_record};
 use tokenkit_core::{Coordinator, Error, InProcessCoordinator, SessionKey, TokenRecord};
 
 use crate::connection::{connect, redis_error, Outage, WhenUnavailable};
+use crate::encryption::{AtRest, Encryption};
 use crate::keys::Keys;
 
 /// The key prefix unless configured otherwise.
@@ -56,6 +56,7 @@ pub struct RedisCoordinator {
     /// Coordination within this process while Redis is unreachable (fail open).
     local: InProcessCoordinator,
     outage: Arc<Outage>,
+    at_rest: AtRest,
     prefix: Arc<str>,
     /// Names this process in owner tokens and in keys of context-only sessions.
     instance: Arc<str>,
@@ -86,6 +87,7 @@ impl RedisCoordinator {
             when_unavailable: WhenUnavailable::default(),
             local: InProcessCoordinator::new(tokenkit_tokio::runtime()),
             outage: Arc::default(),
+            at_rest: AtRest::default(),
             prefix: Arc::from(DEFAULT_PREFIX),
             instance: Arc::from(instance_id()),
             extend: Arc::new(Script::new(EXTEND)),
@@ -107,6 +109,13 @@ impl RedisCoordinator {
             .query_async::<String>(&mut connection)
             .await
             .is_ok()
+    }
+
+    /// Encrypts the successors it publishes (they hold a session's tokens for the grace
+    /// window).
+    pub fn encryption(mut self, encryption: Encryption) -> Self {
+        self.at_rest = AtRest(Some(encryption));
+        self
     }
 
     /// What to do while Redis cannot be reached (default: fail open).
@@ -147,13 +156,7 @@ impl RedisCoordinator {
             .get(&keys.successor)
             .await
             .map_err(|e| redis_error("could not read the successor", e))?;
-        Ok(text.as_deref().and_then(|text| match decode_record(text) {
-            Some(record) => Some(Arc::new(record)),
-            None => {
-                tracing::warn!(target: "tokenkit_redis", "ignoring an unreadable successor record");
-                None
-            }
-        }))
+        Ok(text.and_then(|text| self.at_rest.decode(&keys.successor, &text)))
     }
 
     async fn lease_held(&self, keys: &Keys) -> Result<bool, Error> {
@@ -222,7 +225,7 @@ impl RedisCoordinator {
             return Ok(());
         }
         let keys = self.keys(key);
-        let text = encode_record(&successor)?;
+        let text = self.at_rest.encode(&keys.successor, &successor)?;
         let mut connection = self.connection.clone();
         let _: () = redis::cmd("SET")
             .arg(&keys.successor)

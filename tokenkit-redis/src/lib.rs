@@ -27,11 +27,13 @@
 
 mod connection;
 mod coordinator;
+mod encryption;
 mod keys;
 mod session_store;
 mod token_slot;
 
 pub use connection::{WhenUnavailable, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 pub use coordinator::{RedisCoordinator, DEFAULT_PREFIX, FIRST_POLL_INTERVAL, MAX_POLL_INTERVAL};
+pub use encryption::Encryption;
 pub use session_store::{RedisSessionStore, DEFAULT_SESSION_COOKIE};
 pub use token_slot::RedisTokenSlot;

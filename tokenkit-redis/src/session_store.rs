@@ -10,11 +10,11 @@ use redis::Script;
 use sha2::{Digest, Sha256};
 use tokenkit_core::cookie::{Cookie, SameSite};
 use tokenkit_core::store::cookie::DEFAULT_COOKIE_MAX_AGE;
-use tokenkit_core::store::{decode_record, encode_record};
 use tokenkit_core::{Context, Error, ErrorKind, SessionId, StoreScope, TokenRecord, TokenStore};
 
 use crate::connection::{connect, redis_error};
 use crate::coordinator::{millis, DEFAULT_PREFIX};
+use crate::encryption::{AtRest, Encryption};
 use crate::keys::hex;
 
 /// The session id cookie's name by default: the `__Host-` prefix makes browsers refuse it
@@ -45,6 +45,7 @@ pub struct RedisSessionStore {
     prefix: Arc<str>,
     cookie_name: Arc<str>,
     secure: bool,
+    at_rest: AtRest,
     compare_and_set: Arc<Script>,
 }
 
@@ -70,6 +71,7 @@ impl RedisSessionStore {
             prefix: Arc::from(DEFAULT_PREFIX),
             cookie_name: Arc::from(DEFAULT_SESSION_COOKIE),
             secure: true,
+            at_rest: AtRest::default(),
             compare_and_set: Arc::new(Script::new(COMPARE_AND_SET)),
         }
     }
@@ -77,6 +79,12 @@ impl RedisSessionStore {
     /// Namespaces the keys (default [`DEFAULT_PREFIX`]).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Arc::from(prefix.into());
+        self
+    }
+
+    /// Encrypts and authenticates the records at rest (keys can rotate: see [`Encryption`]).
+    pub fn encryption(mut self, encryption: Encryption) -> Self {
+        self.at_rest = AtRest(Some(encryption));
         self
     }
 
@@ -150,20 +158,15 @@ impl TokenStore for RedisSessionStore {
         let Some(id) = self.session_id(context(ctx)?) else {
             return Ok(None);
         };
+        let key = self.record_key(&id);
         let mut connection = self.connection.clone();
         let text: Option<String> = redis::cmd("HGET")
-            .arg(self.record_key(&id))
+            .arg(&key)
             .arg("record")
             .query_async(&mut connection)
             .await
             .map_err(|e| redis_error("could not read the session", e))?;
-        Ok(text.and_then(|text| match decode_record(&text) {
-            Some(record) => Some(Arc::new(record)),
-            None => {
-                tracing::warn!(target: "tokenkit_redis", "ignoring an unreadable session record");
-                None
-            }
-        }))
+        Ok(text.and_then(|text| self.at_rest.decode(&key, &text)))
     }
 
     async fn save(
@@ -182,12 +185,14 @@ impl TokenStore for RedisSessionStore {
             }
         };
         let ttl = record.refresh_lifetime().unwrap_or(DEFAULT_COOKIE_MAX_AGE);
+        let key = self.record_key(&id);
+        let value = self.at_rest.encode(&key, &record)?;
         let mut connection = self.connection.clone();
         let written: i64 = self
             .compare_and_set
-            .key(self.record_key(&id))
+            .key(&key)
             .arg(replaces.map(fingerprint).unwrap_or_default())
-            .arg(encode_record(&record)?)
+            .arg(value)
             .arg(fingerprint(&record))
             .arg(millis(ttl))
             .invoke_async(&mut connection)

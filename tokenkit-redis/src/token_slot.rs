@@ -8,12 +8,12 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use sha2::{Digest, Sha256};
-use tokenkit_core::store::{decode_record, encode_record};
 use tokenkit_core::{Context, Error, ErrorKind, StoreScope, TokenRecord, TokenStore};
 
 use crate::connection::{connect, redis_error};
 use crate::connection::{Outage, WhenUnavailable};
 use crate::coordinator::{millis, DEFAULT_PREFIX};
+use crate::encryption::{AtRest, Encryption};
 use crate::keys::hex;
 use crate::session_store::fingerprint;
 
@@ -49,6 +49,7 @@ pub struct RedisTokenSlot {
     connection: ConnectionManager,
     when_unavailable: WhenUnavailable,
     outage: Arc<Outage>,
+    at_rest: AtRest,
     name: Arc<str>,
     prefix: Arc<str>,
     local: Arc<RwLock<Option<Arc<TokenRecord>>>>,
@@ -77,6 +78,7 @@ impl RedisTokenSlot {
             connection,
             when_unavailable: WhenUnavailable::default(),
             outage: Arc::default(),
+            at_rest: AtRest::default(),
             name: Arc::from(name.into()),
             prefix: Arc::from(DEFAULT_PREFIX),
             local: Arc::default(),
@@ -99,6 +101,12 @@ impl RedisTokenSlot {
             .is_ok()
     }
 
+    /// Encrypts and authenticates the shared record at rest (see [`Encryption`]).
+    pub fn encryption(mut self, encryption: Encryption) -> Self {
+        self.at_rest = AtRest(Some(encryption));
+        self
+    }
+
     /// What to do while Redis cannot be reached (default: fail open).
     pub fn when_unavailable(mut self, policy: WhenUnavailable) -> Self {
         self.when_unavailable = policy;
@@ -119,20 +127,15 @@ impl RedisTokenSlot {
     }
 
     async fn read(&self) -> Result<Option<Arc<TokenRecord>>, Error> {
+        let key = self.key();
         let mut connection = self.connection.clone();
         let text: Option<String> = redis::cmd("HGET")
-            .arg(self.key())
+            .arg(&key)
             .arg("record")
             .query_async(&mut connection)
             .await
             .map_err(|e| redis_error("could not read the shared token", e))?;
-        Ok(text.and_then(|text| {
-            let record = decode_record(&text);
-            if record.is_none() {
-                tracing::warn!(target: "tokenkit_redis", "ignoring an unreadable shared token");
-            }
-            record.map(Arc::new)
-        }))
+        Ok(text.and_then(|text| self.at_rest.decode(&key, &text)))
     }
 
     /// The compare-and-swap write; `false` when another replica replaced the record.
@@ -140,12 +143,14 @@ impl RedisTokenSlot {
         let ttl = record
             .lifetime()
             .map_or(TTL_WITHOUT_EXPIRY, |lifetime| lifetime.saturating_add(TTL_MARGIN));
+        let key = self.key();
+        let value = self.at_rest.encode(&key, record)?;
         let mut connection = self.connection.clone();
         let written: i64 = self
             .compare_and_set
-            .key(self.key())
+            .key(&key)
             .arg(replaces.map(fingerprint).unwrap_or_default())
-            .arg(encode_record(record)?)
+            .arg(value)
             .arg(fingerprint(record))
             .arg(millis(ttl))
             .invoke_async(&mut connection)

@@ -207,3 +207,81 @@ async fn a_burst_over_four_replicas_with_sessions_in_redis_refreshes_once() {
         "one record for the fleet"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_records_rotate_keys_and_refuse_tampering() {
+    use tokenkit_redis::Encryption;
+    let redis = support::RedisServer::start();
+    let url = redis.url();
+    let k1 = || Encryption::new("k1", [7; 32]).unwrap();
+    let sealed_k1 = store(&url, "enc").await.encryption(k1());
+    let ctx = Context::new();
+    ctx.insert(SessionId("s-1".into()));
+    sealed_k1
+        .save(Some(&ctx), record("a-secret", "r-secret"), None)
+        .await
+        .unwrap();
+    let mut raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("enc:*")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let value: String = redis::cmd("HGET")
+        .arg(&keys[0])
+        .arg("record")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(value.starts_with("tk1.k1."), "sealed with k1");
+    assert!(!value.contains("secret"), "no token readable at rest");
+    assert_eq!(
+        secret(&sealed_k1.load(Some(&ctx)).await.unwrap().unwrap()),
+        "a-secret"
+    );
+    // Without the key: no session (and no panic).
+    assert!(store(&url, "enc").await.load(Some(&ctx)).await.unwrap().is_none());
+    // Rotation: k2 is current, k1 still opens old values; new writes use k2.
+    let rotated = store(&url, "enc").await.encryption(
+        Encryption::new("k2", [9; 32])
+            .unwrap()
+            .with_old_key("k1", [7; 32])
+            .unwrap(),
+    );
+    let before = rotated.load(Some(&ctx)).await.unwrap().unwrap();
+    assert_eq!(secret(&before), "a-secret");
+    rotated
+        .save(Some(&ctx), record("a2", "r2"), Some(&before))
+        .await
+        .unwrap();
+    let value: String = redis::cmd("HGET")
+        .arg(&keys[0])
+        .arg("record")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(value.starts_with("tk1.k2."));
+    assert!(
+        sealed_k1.load(Some(&ctx)).await.unwrap().is_none(),
+        "k1 alone cannot read k2"
+    );
+    // Tampered: one character changed.
+    let mut tampered = value.into_bytes();
+    let i = tampered.len() - 3;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    let _: () = redis::cmd("HSET")
+        .arg(&keys[0])
+        .arg("record")
+        .arg(String::from_utf8(tampered).unwrap())
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(
+        rotated.load(Some(&ctx)).await.unwrap().is_none(),
+        "tampered: no session"
+    );
+}

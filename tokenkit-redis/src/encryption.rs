@@ -1,0 +1,194 @@
+//! Encryption at rest of the records tokenkit keeps in Redis.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD_NO_PAD as BASE64;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use tokenkit_core::store::{decode_record, encode_record};
+use tokenkit_core::{Error, ErrorKind, TokenRecord};
+
+/// The prefix of an encrypted value: `tk1.<key id>.<base64(nonce ‖ ciphertext)>`.
+const VERSION: &str = "tk1";
+
+/// Keys that encrypt and authenticate stored records (XChaCha20-Poly1305, a random 192-bit
+/// nonce per write). New values are sealed with the current key; values sealed with an older
+/// key stay readable while it is listed, so keys can rotate without logging anyone out. Each
+/// value is bound to the Redis key it is stored under: moved to another session's key, it no
+/// longer opens.
+///
+/// With encryption on, a value that is not sealed, is sealed with an unknown key, or was
+/// tampered with reads as no record (logged), never as a panic.
+#[derive(Clone)]
+pub struct Encryption {
+    current: Arc<(String, XChaCha20Poly1305)>,
+    older: Arc<Vec<(String, XChaCha20Poly1305)>>,
+}
+
+impl fmt::Debug for Encryption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Encryption")
+            .field("current_key", &self.current.0)
+            .field(
+                "older_keys",
+                &self.older.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Encryption {
+    /// Seals new values with `key`, named `id` (a short label stored beside each value, e.g.
+    /// `"2026-11"`). `id` must not contain `.`.
+    pub fn new(id: impl Into<String>, key: [u8; 32]) -> Result<Self, Error> {
+        Ok(Self {
+            current: Arc::new((checked_id(id.into())?, XChaCha20Poly1305::new(&key.into()))),
+            older: Arc::new(Vec::new()),
+        })
+    }
+
+    /// Also opens values sealed with an older `key` named `id`.
+    pub fn with_old_key(mut self, id: impl Into<String>, key: [u8; 32]) -> Result<Self, Error> {
+        let entry = (checked_id(id.into())?, XChaCha20Poly1305::new(&key.into()));
+        Arc::make_mut(&mut self.older).push(entry);
+        Ok(self)
+    }
+
+    /// Seals `plaintext` stored under `redis_key`.
+    pub(crate) fn seal(&self, redis_key: &str, plaintext: &str) -> Result<String, Error> {
+        let mut nonce = [0u8; 24];
+        getrandom::fill(&mut nonce)
+            .map_err(|e| Error::new(ErrorKind::Store, format!("no randomness for a nonce: {e}")))?;
+        let (id, cipher) = &*self.current;
+        let sealed = cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: redis_key.as_bytes(),
+                },
+            )
+            .map_err(|_| Error::new(ErrorKind::Store, "could not encrypt the record"))?;
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&sealed);
+        Ok(format!("{VERSION}.{id}.{}", BASE64.encode(blob)))
+    }
+
+    /// Opens a value stored under `redis_key`; `None` if it is not one of ours.
+    pub(crate) fn open(&self, redis_key: &str, value: &str) -> Option<String> {
+        let mut parts = value.splitn(3, '.');
+        let (version, id, body) = (parts.next()?, parts.next()?, parts.next()?);
+        if version != VERSION {
+            return None;
+        }
+        let cipher = std::iter::once(&*self.current)
+            .chain(self.older.iter())
+            .find(|(known, _)| known == id)
+            .map(|(_, cipher)| cipher)?;
+        let blob = BASE64.decode(body).ok()?;
+        if blob.len() < 24 {
+            return None;
+        }
+        let (nonce, sealed) = blob.split_at(24);
+        let plain = cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: redis_key.as_bytes(),
+                },
+            )
+            .ok()?;
+        String::from_utf8(plain).ok()
+    }
+}
+
+fn checked_id(id: String) -> Result<String, Error> {
+    if id.is_empty() || id.contains('.') || id.len() > 64 {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "an encryption key id must be 1 to 64 characters without '.'",
+        ));
+    }
+    Ok(id)
+}
+
+/// How records are written to and read from Redis: encoded, and sealed when encryption is
+/// configured.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AtRest(pub(crate) Option<Encryption>);
+
+impl AtRest {
+    /// The value to store under `redis_key`.
+    pub(crate) fn encode(&self, redis_key: &str, record: &TokenRecord) -> Result<String, Error> {
+        let plaintext = encode_record(record)?;
+        match &self.0 {
+            Some(encryption) => encryption.seal(redis_key, &plaintext),
+            None => Ok(plaintext),
+        }
+    }
+
+    /// The record a stored value holds; `None` (logged) for anything that does not open or
+    /// decode: a damaged value is no record, never a panic.
+    pub(crate) fn decode(&self, redis_key: &str, value: &str) -> Option<Arc<TokenRecord>> {
+        let opened = match &self.0 {
+            Some(encryption) => encryption.open(redis_key, value),
+            None => Some(value.to_owned()),
+        };
+        let record = opened.as_deref().and_then(decode_record);
+        if record.is_none() {
+            tracing::warn!(target: "tokenkit_redis", "a stored record does not open or decode; treated as absent");
+        }
+        record.map(Arc::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seals_opens_rotates_and_refuses_tampering() {
+        let old = Encryption::new("k1", [1; 32]).unwrap();
+        let sealed = old.seal("tk:{a}:record", "{\"secret\":1}").unwrap();
+        assert!(!sealed.contains("secret"));
+        assert_eq!(
+            old.open("tk:{a}:record", &sealed).as_deref(),
+            Some("{\"secret\":1}")
+        );
+        // Bound to its key: moved to another session, it does not open.
+        assert!(old.open("tk:{b}:record", &sealed).is_none());
+        // Rotation: the new key reads values of the old one while it is listed.
+        let rotated = Encryption::new("k2", [2; 32])
+            .unwrap()
+            .with_old_key("k1", [1; 32])
+            .unwrap();
+        assert!(rotated.open("tk:{a}:record", &sealed).is_some());
+        assert!(rotated.seal("tk:{a}:record", "x").unwrap().starts_with("tk1.k2."));
+        let dropped = Encryption::new("k2", [2; 32]).unwrap();
+        assert!(
+            dropped.open("tk:{a}:record", &sealed).is_none(),
+            "an unknown key id"
+        );
+        // Tampering, truncation, garbage, plaintext: none opens, none panics.
+        let mut flipped = sealed.clone().into_bytes();
+        let last = flipped.len() - 2;
+        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        for bad in [
+            flipped.as_str(),
+            "tk1.k1.",
+            "tk1.k1.AAAA",
+            "tk1.k1.!!",
+            "tk2.k1.x",
+            "{\"plain\":1}",
+            "",
+        ] {
+            assert!(old.open("tk:{a}:record", bad).is_none(), "{bad:?}");
+        }
+        assert!(Encryption::new("a.b", [0; 32]).is_err());
+        assert!(!format!("{old:?}").contains("[1, 1"), "keys never reach Debug");
+    }
+}
