@@ -1,10 +1,12 @@
 //! Test support for tokenkit: an in-process auth server with fault injection and a request
-//! log ([`server`]), and helpers shared by the integration tests and the demo.
+//! log ([`server`]), a real `redis-server` started on demand ([`redis`]), and helpers shared by
+//! the integration tests, the demo and the fleet example.
 //!
 //! The server listens on `127.0.0.1:0`, issues bearer tokens from `POST /oauth/token`,
 //! protects everything under `/api/`, and leaves `/public/` open.
 
 pub mod oauth;
+pub mod redis;
 pub mod server;
 
 pub use server::{AuthServer, Fault, LoggedRequest, ResourceMode, USERS};

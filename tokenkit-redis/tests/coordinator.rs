@@ -2,8 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod support;
-
 use std::time::Duration;
 
 use tokenkit_core::rotation::contract::{self, Harness};
@@ -32,7 +30,7 @@ impl Harness for Fleet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_coordinator_keeps_the_contract() {
-    let redis = support::RedisServer::start();
+    let redis = tokenkit_tests::redis::RedisServer::start();
     let fleet = Fleet {
         one: RedisCoordinator::connect(&redis.url())
             .await

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +28,7 @@ async fn replica(server: &AuthServer, clock: &ManualClock, redis: &str) -> Clien
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_burst_over_four_replicas_refreshes_once() {
-    let redis = support::RedisServer::start();
+    let redis = tokenkit_tests::redis::RedisServer::start();
     let clock = ManualClock::default();
     let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
         .await

@@ -2,8 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -52,7 +50,7 @@ fn secret(record: &TokenRecord) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_holds_only_a_session_id_and_every_replica_sees_the_rotation() {
-    let redis = support::RedisServer::start();
+    let redis = tokenkit_tests::redis::RedisServer::start();
     let clock = ManualClock::default();
     let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
         .await
@@ -103,7 +101,7 @@ async fn the_browser_holds_only_a_session_id_and_every_replica_sees_the_rotation
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_write_is_refused_and_the_winner_kept() {
-    let redis = support::RedisServer::start();
+    let redis = tokenkit_tests::redis::RedisServer::start();
     let (one, stale) = (store(&redis.url(), "cas").await, store(&redis.url(), "cas").await);
     let ctx = Context::new();
     ctx.insert(SessionId("s-1".into()));
@@ -134,7 +132,7 @@ async fn a_stale_write_is_refused_and_the_winner_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_record_is_no_session_and_no_panic() {
-    let redis = support::RedisServer::start();
+    let redis = tokenkit_tests::redis::RedisServer::start();
     let store = store(&redis.url(), "damaged").await;
     let ctx = Context::new();
     ctx.insert(SessionId("s-1".into()));
@@ -167,7 +165,7 @@ async fn a_damaged_record_is_no_session_and_no_panic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_over_four_replicas_with_sessions_in_redis_refreshes_once() {
-    let redis = support::RedisServer::start();
+    let redis = tokenkit_tests::redis::RedisServer::start();
     let clock = ManualClock::default();
     let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
         .await
@@ -211,7 +209,7 @@ async fn a_burst_over_four_replicas_with_sessions_in_redis_refreshes_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_records_rotate_keys_and_refuse_tampering() {
     use tokenkit_redis::Encryption;
-    let redis = support::RedisServer::start();
+    let redis = tokenkit_tests::redis::RedisServer::start();
     let url = redis.url();
     let k1 = || Encryption::new("k1", [7; 32]).unwrap();
     let sealed_k1 = store(&url, "enc").await.encryption(k1());

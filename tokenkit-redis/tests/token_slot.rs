@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +48,7 @@ async fn commands_processed(redis: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_replicas_fetch_one_token_per_expiry_and_fresh_tokens_cost_no_round_trip() {
-    let redis = support::RedisServer::start();
+    let redis = tokenkit_tests::redis::RedisServer::start();
     let clock = ManualClock::default();
     let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
         .await
@@ -89,7 +87,7 @@ async fn eight_replicas_fetch_one_token_per_expiry_and_fresh_tokens_cost_no_roun
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_fleet_fails_open_and_coordination_resumes_when_it_is_back() {
-    let mut redis = support::RedisServer::start();
+    let mut redis = tokenkit_tests::redis::RedisServer::start();
     let clock = ManualClock::default();
     let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
         .await
@@ -156,7 +154,7 @@ async fn redis_killed_mid_fleet_fails_open_and_coordination_resumes_when_it_is_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_closed_gives_a_typed_error_while_redis_is_away() {
-    let mut redis = support::RedisServer::start();
+    let mut redis = tokenkit_tests::redis::RedisServer::start();
     let clock = ManualClock::default();
     let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
         .await

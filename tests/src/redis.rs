@@ -1,7 +1,6 @@
-#![allow(dead_code)] // each test binary uses a part of the support code
-//! A real `redis-server` for the tests: started on a free loopback port with its own directory,
-//! no persistence, stopped (and its directory removed) when dropped. A missing binary is a
-//! failure that says how to install it, never a skip.
+//! A real `redis-server` for the tests and examples: started on a free loopback port with its
+//! own directory, no persistence, stopped (and its directory removed) when dropped. A missing
+//! binary is a failure that says how to install it, never a skip.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -37,7 +36,8 @@ fn spawn(port: u16, dir: &std::path::Path) -> Child {
 }
 
 /// A running `redis-server`.
-pub(crate) struct RedisServer {
+#[derive(Debug)]
+pub struct RedisServer {
     child: Child,
     port: u16,
     dir: PathBuf,
@@ -45,7 +45,8 @@ pub(crate) struct RedisServer {
 
 impl RedisServer {
     /// Starts a server; panics with instructions if `redis-server` is not installed.
-    pub(crate) fn start() -> Self {
+    #[allow(clippy::new_without_default)]
+    pub fn start() -> Self {
         for _ in 0..5 {
             if let Some(server) = Self::try_start() {
                 return server;
@@ -79,13 +80,13 @@ impl RedisServer {
     }
 
     /// Kills the server (an outage).
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Starts it again on the same port (empty: nothing is persisted).
-    pub(crate) fn restart(&mut self) {
+    pub fn restart(&mut self) {
         self.stop();
         self.child = spawn(self.port, &self.dir);
         assert!(
@@ -106,7 +107,7 @@ impl RedisServer {
     }
 
     /// The server's URL.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 }
