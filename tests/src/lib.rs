@@ -7,6 +7,7 @@
 
 pub mod oauth;
 pub mod redis;
+pub mod replica;
 pub mod server;
 
 pub use server::{AuthServer, Fault, LoggedRequest, ResourceMode, USERS};
