@@ -9,6 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn spawn(port: u16, dir: &std::path::Path) -> Child {
+    spawn_with(port, dir, &[])
+}
+
+fn spawn_with(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
     match Command::new("redis-server")
         .args([
             "--port",
@@ -22,6 +26,7 @@ fn spawn(port: u16, dir: &std::path::Path) -> Child {
         ])
         .arg("--dir")
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -117,5 +122,90 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A local Redis Cluster of `masters` nodes (no replicas), each a `redis-server` on a free
+/// port whose cluster bus port (+10000) is free too; stopped when dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes and forms the cluster with `redis-cli --cluster create`; waits until
+    /// every node reports `cluster_state:ok`.
+    pub fn start(masters: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..masters).map(|_| RedisServer::start_cluster_node()).collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("redis-cli (package redis-tools, installed with redis-server) did not run: {e}")
+            });
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = Self { nodes };
+        let start = Instant::now();
+        while !cluster.nodes.iter().all(RedisServer::cluster_ok) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the cluster did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// The nodes' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+impl RedisServer {
+    fn start_cluster_node() -> Self {
+        for _ in 0..20 {
+            let Some(port) = TcpListener::bind("127.0.0.1:0")
+                .ok()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.port())
+                .filter(|p| *p < 55_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok())
+            else {
+                continue;
+            };
+            let dir =
+                std::env::temp_dir().join(format!("tokenkit-redis-cluster-{}-{port}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            if std::fs::create_dir_all(&dir).is_err() {
+                continue;
+            }
+            let child = spawn_with(
+                port,
+                &dir,
+                &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+            );
+            let mut node = Self { child, port, dir };
+            if node.ready() {
+                return node;
+            }
+        }
+        panic!("no cluster node started after 20 attempts");
+    }
+
+    fn cluster_ok(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut reply = [0u8; 512];
+        stream.write_all(b"CLUSTER INFO\r\n").is_ok()
+            && stream
+                .read(&mut reply)
+                .is_ok_and(|n| String::from_utf8_lossy(&reply[..n]).contains("cluster_state:ok"))
     }
 }

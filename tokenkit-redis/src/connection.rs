@@ -65,3 +65,81 @@ impl Outage {
         }
     }
 }
+
+/// A connection to a Redis (or Valkey) server or to a Redis Cluster, shared by every tokenkit
+/// type on it. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct RedisConnection(Kind);
+
+#[derive(Clone)]
+enum Kind {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Kind::Single(_) => "RedisConnection(server)",
+            Kind::Cluster(_) => "RedisConnection(cluster)",
+        })
+    }
+}
+
+impl RedisConnection {
+    /// A connection to the server at `url` (`redis://127.0.0.1:6379/`). It connects lazily (a
+    /// replica starts even while Redis is down), reconnects by itself, and gives up on a
+    /// command after [`DEFAULT_RESPONSE_TIMEOUT`]. Fails only on an invalid URL.
+    pub fn open(url: &str) -> Result<Self, Error> {
+        connect(url).map(|manager| Self(Kind::Single(manager)))
+    }
+
+    /// A connection to the Redis Cluster reachable through `nodes` (any of its masters). Every
+    /// key tokenkit writes for one session shares a hash tag, so each script runs in one slot.
+    pub async fn open_cluster(nodes: &[&str]) -> Result<Self, Error> {
+        let client = redis::cluster::ClusterClient::builder(nodes.iter().copied())
+            .connection_timeout(DEFAULT_CONNECTION_TIMEOUT)
+            .response_timeout(DEFAULT_RESPONSE_TIMEOUT)
+            .build()
+            .map_err(|e| redis_error("invalid Redis Cluster nodes", e))?;
+        let connection = client
+            .get_async_connection()
+            .await
+            .map_err(|e| redis_error("could not connect to the Redis Cluster", e))?;
+        Ok(Self(Kind::Cluster(connection)))
+    }
+}
+
+impl From<ConnectionManager> for RedisConnection {
+    fn from(manager: ConnectionManager) -> Self {
+        Self(Kind::Single(manager))
+    }
+}
+
+impl redis::aio::ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match &mut self.0 {
+            Kind::Single(c) => c.req_packed_command(cmd),
+            Kind::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match &mut self.0 {
+            Kind::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Kind::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.0 {
+            Kind::Single(c) => c.get_db(),
+            Kind::Cluster(c) => c.get_db(),
+        }
+    }
+}

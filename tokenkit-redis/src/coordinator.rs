@@ -7,12 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use std::future::Future;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokenkit_core::rotation::{Lease, Role};
 use tokenkit_core::{Coordinator, Error, InProcessCoordinator, SessionKey, TokenRecord};
 
-use crate::connection::{connect, redis_error, Outage, WhenUnavailable};
+use crate::connection::{redis_error, Outage, RedisConnection, WhenUnavailable};
 use crate::encryption::{AtRest, Encryption};
 use crate::keys::Keys;
 
@@ -47,11 +46,11 @@ return 0";
 /// successors are kept in the process meanwhile, so the fleet refreshes at most once per
 /// replica, and coordination resumes by itself when Redis is back.
 ///
-/// Cheap to clone; clones share one connection (redis-rs's [`ConnectionManager`], which
-/// reconnects by itself).
+/// Cheap to clone; clones share one [`RedisConnection`](crate::RedisConnection) (to a
+/// server, reconnecting by itself, or to a Redis Cluster).
 #[derive(Clone)]
 pub struct RedisCoordinator {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     when_unavailable: WhenUnavailable,
     /// Coordination within this process while Redis is unreachable (fail open).
     local: InProcessCoordinator,
@@ -77,13 +76,13 @@ impl RedisCoordinator {
     /// A coordinator on the Redis server at `url` (`redis://127.0.0.1:6379/`). It connects
     /// lazily: a replica starts even while Redis is down. Fails only on an invalid URL.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        Ok(Self::new(connect(url)?))
+        Ok(Self::new(RedisConnection::open(url)?))
     }
 
     /// A coordinator over an existing connection manager.
-    pub fn new(connection: ConnectionManager) -> Self {
+    pub fn new(connection: impl Into<RedisConnection>) -> Self {
         Self {
-            connection,
+            connection: connection.into(),
             when_unavailable: WhenUnavailable::default(),
             local: InProcessCoordinator::new(tokenkit_tokio::runtime()),
             outage: Arc::default(),

@@ -32,7 +32,9 @@ mod keys;
 mod session_store;
 mod token_slot;
 
-pub use connection::{WhenUnavailable, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
+pub use connection::{
+    RedisConnection, WhenUnavailable, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
+};
 pub use coordinator::{RedisCoordinator, DEFAULT_PREFIX, FIRST_POLL_INTERVAL, MAX_POLL_INTERVAL};
 pub use encryption::Encryption;
 pub use session_store::{RedisSessionStore, DEFAULT_SESSION_COOKIE};

@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use sha2::{Digest, Sha256};
 use tokenkit_core::cookie::{Cookie, SameSite};
 use tokenkit_core::store::cookie::DEFAULT_COOKIE_MAX_AGE;
 use tokenkit_core::{Context, Error, ErrorKind, SessionId, StoreScope, TokenRecord, TokenStore};
 
-use crate::connection::{connect, redis_error};
+use crate::connection::{redis_error, RedisConnection};
 use crate::coordinator::{millis, DEFAULT_PREFIX};
 use crate::encryption::{AtRest, Encryption};
 use crate::keys::hex;
@@ -41,7 +40,7 @@ return 1";
 /// [`ErrorKind::StoreConflict`] and tokenkit adopts the winner's record.
 #[derive(Clone)]
 pub struct RedisSessionStore {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     prefix: Arc<str>,
     cookie_name: Arc<str>,
     secure: bool,
@@ -61,13 +60,13 @@ impl std::fmt::Debug for RedisSessionStore {
 impl RedisSessionStore {
     /// A store on the Redis server at `url`; it connects lazily (fails only on an invalid URL).
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        Ok(Self::new(connect(url)?))
+        Ok(Self::new(RedisConnection::open(url)?))
     }
 
     /// A store over an existing connection manager.
-    pub fn new(connection: ConnectionManager) -> Self {
+    pub fn new(connection: impl Into<RedisConnection>) -> Self {
         Self {
-            connection,
+            connection: connection.into(),
             prefix: Arc::from(DEFAULT_PREFIX),
             cookie_name: Arc::from(DEFAULT_SESSION_COOKIE),
             secure: true,

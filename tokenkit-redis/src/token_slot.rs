@@ -5,12 +5,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use sha2::{Digest, Sha256};
 use tokenkit_core::{Context, Error, ErrorKind, StoreScope, TokenRecord, TokenStore};
 
-use crate::connection::{connect, redis_error};
+use crate::connection::{redis_error, RedisConnection};
 use crate::connection::{Outage, WhenUnavailable};
 use crate::coordinator::{millis, DEFAULT_PREFIX};
 use crate::encryption::{AtRest, Encryption};
@@ -46,7 +45,7 @@ const TTL_WITHOUT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 /// Give each client its own slot `name` (one per token: an API, an audience).
 #[derive(Clone)]
 pub struct RedisTokenSlot {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     when_unavailable: WhenUnavailable,
     outage: Arc<Outage>,
     at_rest: AtRest,
@@ -69,13 +68,13 @@ impl RedisTokenSlot {
     /// A slot named `name` on the Redis server at `url`; it connects lazily (fails only on an
     /// invalid URL).
     pub async fn connect(url: &str, name: impl Into<String>) -> Result<Self, Error> {
-        Ok(Self::new(connect(url)?, name))
+        Ok(Self::new(RedisConnection::open(url)?, name))
     }
 
     /// A slot named `name` over an existing connection manager.
-    pub fn new(connection: ConnectionManager, name: impl Into<String>) -> Self {
+    pub fn new(connection: impl Into<RedisConnection>, name: impl Into<String>) -> Self {
         Self {
-            connection,
+            connection: connection.into(),
             when_unavailable: WhenUnavailable::default(),
             outage: Arc::default(),
             at_rest: AtRest::default(),
