@@ -318,3 +318,59 @@ fn a_refresh_runs_on_the_callers_executor_and_is_handed_over_only_when_abandoned
     let stored = m.core.store.load(None).now_or_never().unwrap().unwrap().unwrap();
     assert_eq!(secret(&stored), "t2", "the abandoned refresh was stored");
 }
+
+/// A source that takes 100 s on the manual clock.
+#[derive(Debug)]
+struct Slow(crate::runtime::ManualSleep, Arc<AtomicUsize>);
+
+#[async_trait::async_trait]
+impl TokenSource for Slow {
+    async fn fetch(&self, request: FetchRequest) -> Result<TokenRecord, Error> {
+        use crate::runtime::Sleep;
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.sleep(Duration::from_secs(100)).await;
+        TokenRecord::new(crate::AccessToken::new("slow"), request.now)
+            .with_expires_in(Duration::from_secs(3600))
+    }
+}
+
+#[test]
+fn a_refresh_slower_than_its_lease_keeps_extending_it_and_never_has_two_leaders() {
+    use crate::rotation::{Coordinator, InProcessCoordinator, Role};
+    let clock = ManualClock::default();
+    let runtime = Runtime::new()
+        .with_clock(clock.clone())
+        .with_sleep(clock.sleeper());
+    let shared = InProcessCoordinator::new(runtime.clone());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let m = Manager::new(Parts {
+        coordinator: Some(Arc::new(shared.clone())),
+        ..parts(
+            Arc::new(Slow(clock.sleeper(), Arc::clone(&calls))),
+            StandardPolicy::provider(),
+            runtime,
+        )
+    });
+    // No fetch timeout: the lease is 60 s, the refresh takes 100 s.
+    let hints = RefreshHints::default();
+    let mut caller = pin!(m.token(None, &hints));
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    let mut other_leaders = 0;
+    for _ in 0..12 {
+        assert!(caller.as_mut().poll(&mut cx).is_pending());
+        clock.advance(Duration::from_secs(9));
+        // Another client asking for the lead, all along the 100 s, is told to follow.
+        match block_on(shared.acquire(&SessionKey::process(), Duration::from_secs(60))).unwrap() {
+            Role::Follow => {}
+            Role::Lead(lease) => {
+                other_leaders += 1;
+                block_on(shared.release(&lease)).unwrap();
+            }
+        }
+    }
+    clock.advance(Duration::from_secs(10));
+    let record = block_on(caller).unwrap();
+    assert_eq!(secret(&record), "slow");
+    assert_eq!(other_leaders, 0, "the lease lapsed during a slow refresh");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
