@@ -4,7 +4,8 @@
 //!
 //! Environment: `TOKENKIT_AUTH_URL` (the auth server), `TOKENKIT_REDIS_URL`, `TOKENKIT_MODE`
 //! (`session`: users sign in, tokens rotate per session; `service`: one client-credentials
-//! token for the fleet). It listens on a free loopback port and prints `listening <port>`.
+//! token for the fleet), optionally `TOKENKIT_FETCH_TIMEOUT_MS`. It listens on a free loopback
+//! port and prints `listening <port>`.
 //!
 //! Routes: `POST /login` (JSON credentials, sets the session cookie), `GET /me` (the upstream
 //! `/api/me` with the user's token), `GET /call` (the upstream `/api/x` with the service
@@ -109,7 +110,14 @@ pub async fn run_from_env() {
         env("TOKENKIT_MODE"),
     );
     let clock = ManualClock::default();
-    let builder = tokenkit_reqwest::builder(&auth).clock(clock.clone());
+    let mut builder = tokenkit_reqwest::builder(&auth).clock(clock.clone());
+    // The lease lasts the token-fetch timeout plus a margin: the fault tests shorten it.
+    if let Some(ms) = std::env::var("TOKENKIT_FETCH_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.token_fetch_timeout(Some(Duration::from_millis(ms)));
+    }
     let client = match mode.as_str() {
         "session" => builder
             .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh"))

@@ -23,9 +23,20 @@ struct Fleet {
 
 impl Fleet {
     fn start(n: usize, mode: &str, auth: &AuthServer, redis: &RedisServer) -> Self {
+        Self::start_with(n, mode, auth, redis, &[])
+    }
+
+    fn start_with(
+        n: usize,
+        mode: &str,
+        auth: &AuthServer,
+        redis: &RedisServer,
+        env: &[(&str, &str)],
+    ) -> Self {
         let replicas = (0..n)
             .map(|_| {
                 let mut child = Command::new(env!("CARGO_BIN_EXE_replica"))
+                    .envs(env.iter().copied())
                     .env("TOKENKIT_AUTH_URL", auth.url())
                     .env("TOKENKIT_REDIS_URL", redis.url())
                     .env("TOKENKIT_MODE", mode)
@@ -177,5 +188,43 @@ async fn a_thousand_sessions_rotating_at_once_across_four_replica_processes() {
     let failed = pages.iter().filter(|((status, _), _)| *status != 200).count();
     assert_eq!((failed, wrong_user), (0, 0), "failures, cross-session tokens");
     assert_eq!(auth.count("/auth/refresh"), 1000);
+    assert_eq!(auth.reuse_detected(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_mid_refresh_is_taken_over_when_its_lease_lapses() {
+    let (clock, auth, redis) = world().await;
+    // Token fetches time out after 1 s, so leases last 1 s + the 5 s margin.
+    let mut fleet = Fleet::start_with(
+        2,
+        "session",
+        &auth,
+        &redis,
+        &[("TOKENKIT_FETCH_TIMEOUT_MS", "1000")],
+    );
+    let cookie = fleet.login(0, USERS[0]).await;
+    fleet.advance(&clock, Duration::from_secs(3600)).await;
+    // Replica 0's refresh hangs at the auth server (never answered while the test runs)...
+    auth.fail_next_refresh_requests(1, tokenkit_tests::Fault::Delay(Duration::from_secs(600)));
+    let hanging = tokio::spawn({
+        let (http, url, cookie) = (fleet.http.clone(), fleet.url(0, "/me"), cookie.clone());
+        async move { http.get(url).header("cookie", cookie).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...and replica 0 dies holding the lease.
+    fleet.replicas[0].0.kill().unwrap();
+    let _ = fleet.replicas[0].0.wait();
+    assert!(
+        hanging.await.unwrap().is_err(),
+        "the killed replica answered nothing"
+    );
+    let started = std::time::Instant::now();
+    let (status, body) = fleet.get(1, "/me", &cookie).await;
+    let waited = started.elapsed();
+    assert_eq!((status, body["user"].as_str()), (200, Some("alice")), "{body}");
+    assert!(
+        waited < Duration::from_secs(6 + 1 + 2),
+        "waited {waited:?}: at most the lease (6 s) and a refresh timeout (1 s), with slack"
+    );
     assert_eq!(auth.reuse_detected(), 0);
 }
