@@ -131,8 +131,12 @@ async fn main() {
             .await
             .unwrap();
     }
+    let started = std::time::Instant::now();
     let (ok, per_replica) = burst(&http, &replicas, &cookie).await;
-    println!("burst of {BURST} parallel requests on the expired token: {ok}/{BURST} served (per replica {per_replica:?})");
+    println!(
+        "burst of {BURST} parallel requests on the expired token: {ok}/{BURST} served in {:.0?} (per replica {per_replica:?})",
+        started.elapsed()
+    );
     println!(
         "refresh calls for the whole fleet: {}; refresh tokens presented twice: {}",
         auth.count("/auth/refresh"),
