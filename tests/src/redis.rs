@@ -8,10 +8,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn spawn(port: u16, dir: &std::path::Path) -> Child {
-    spawn_with(port, dir, &[])
-}
-
 fn spawn_with(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
     match Command::new("redis-server")
         .args([
@@ -46,6 +42,8 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: PathBuf,
+    /// Extra `redis-server` arguments, kept for restarts.
+    extra: Vec<&'static str>,
 }
 
 impl RedisServer {
@@ -60,12 +58,32 @@ impl RedisServer {
         panic!("redis-server did not start on a free port after 5 attempts");
     }
 
+    /// Starts a server that persists every write (append-only file, fsync always): a
+    /// [`restart`](Self::restart) keeps its data, as a production Redis would.
+    pub fn start_persistent() -> Self {
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start_with(&["--appendonly", "yes", "--appendfsync", "always"]) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on a free port after 5 attempts");
+    }
+
     fn try_start() -> Option<Self> {
+        Self::try_start_with(&[])
+    }
+
+    fn try_start_with(extra: &[&'static str]) -> Option<Self> {
         let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
         let dir = std::env::temp_dir().join(format!("tokenkit-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
-        let child = spawn(port, &dir);
-        let mut server = Self { child, port, dir };
+        let child = spawn_with(port, &dir, extra);
+        let mut server = Self {
+            child,
+            port,
+            dir,
+            extra: extra.to_vec(),
+        };
         server.ready().then_some(server)
     }
 
@@ -90,10 +108,10 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
-    /// Starts it again on the same port (empty: nothing is persisted).
+    /// Starts it again on the same port (empty, unless started persistent).
     pub fn restart(&mut self) {
         self.stop();
-        self.child = spawn(self.port, &self.dir);
+        self.child = spawn_with(self.port, &self.dir, &self.extra);
         assert!(
             self.ready(),
             "redis-server did not come back on port {}",
@@ -190,7 +208,12 @@ impl RedisServer {
                 &dir,
                 &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
             );
-            let mut node = Self { child, port, dir };
+            let mut node = Self {
+                child,
+                port,
+                dir,
+                extra: Vec::new(),
+            };
             if node.ready() {
                 return node;
             }

@@ -38,6 +38,10 @@ return 1";
 /// Writes are compare-and-swap (a Lua script on the record's token fingerprint): a stale
 /// replica can never overwrite a rotated refresh token; it gets
 /// [`ErrorKind::StoreConflict`] and tokenkit adopts the winner's record.
+///
+/// While Redis cannot be reached, a session cannot be read: its requests fail with a typed
+/// [`ErrorKind::Store`] error, and nothing is cleared or rewritten (the browser keeps its
+/// cookie). With Redis's persistence on, every session is back when Redis is.
 #[derive(Clone)]
 pub struct RedisSessionStore {
     connection: RedisConnection,

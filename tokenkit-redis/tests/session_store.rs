@@ -283,3 +283,44 @@ async fn encrypted_records_rotate_keys_and_refuse_tampering() {
         "tampered: no session"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_fails_requests_with_a_typed_error_and_loses_no_session() {
+    let mut redis = tokenkit_tests::redis::RedisServer::start_persistent();
+    let clock = ManualClock::default();
+    let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let client = replica(&server, &clock, &redis.url()).await;
+    let browser = Browser::new();
+    let creds = json!({"username": "alice", "password": "wonderland"});
+    browser
+        .visit(client.login(&creds, LoginOptions::new()))
+        .await
+        .0
+        .unwrap();
+    let cookies = browser.snapshot();
+    redis.stop();
+    // The session cannot be read: a typed error, and the browser keeps its cookie.
+    let (page, ctx) = browser.visit(client.get("/api/me").send::<Value>()).await;
+    assert_eq!(page.unwrap_err().kind(), ErrorKind::Store);
+    assert!(
+        ctx.cookie_delta().iter().next().is_none(),
+        "nothing removed or rewritten"
+    );
+    assert_eq!(browser.snapshot(), cookies);
+    // Redis is back with its data: the same session works, nobody signs in again.
+    redis.restart();
+    let mut served = None;
+    for _ in 0..100 {
+        match browser.visit(client.get("/api/me").send::<Value>()).await.0 {
+            Ok(page) => {
+                served = Some(page);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await, // reconnecting
+        }
+    }
+    assert_eq!(served.expect("served after the outage").data["user"], "alice");
+    assert_eq!(server.count("/auth/login"), 1);
+}
