@@ -23,6 +23,20 @@
 //! store and compare-and-swap, not on the lease alone), is documented on
 //! [`tokenkit_core::Coordinator`]; [`RedisCoordinator`] passes the same contract tests as the
 //! in-process coordinator.
+//!
+//! The pieces:
+//! - [`RedisCoordinator`]: one refresh per session across the fleet, and the grace window;
+//! - [`RedisSessionStore`]: each user's record in Redis, the browser holding an opaque
+//!   session id; compare-and-swap writes;
+//! - [`RedisTokenSlot`]: one token for the fleet (provider or client-credentials mode) with a
+//!   local copy in front, so a fresh token costs no round trip;
+//! - [`Encryption`]: records encrypted at rest, keys rotating;
+//! - [`WhenUnavailable`]: fail open (default) or closed while Redis is away;
+//! - [`RedisConnection`]: a server or a Redis Cluster (every key of a session shares a hash
+//!   tag).
+//!
+//! It runs on tokio (redis-rs's async connections do): use it with the reqwest or hyper
+//! adapters, or any client inside a tokio runtime.
 #![forbid(unsafe_code)]
 
 mod connection;
