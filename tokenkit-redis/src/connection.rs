@@ -110,6 +110,17 @@ impl RedisConnection {
     }
 }
 
+impl RedisConnection {
+    /// Whether Redis answers a `PING` now (for health checks).
+    pub async fn is_reachable(&self) -> bool {
+        let mut connection = self.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .is_ok()
+    }
+}
+
 impl From<ConnectionManager> for RedisConnection {
     fn from(manager: ConnectionManager) -> Self {
         Self(Kind::Single(manager))

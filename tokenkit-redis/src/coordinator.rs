@@ -103,11 +103,7 @@ impl RedisCoordinator {
 
     /// Whether Redis answers a `PING` now (for health checks).
     pub async fn is_reachable(&self) -> bool {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-            .is_ok()
+        self.connection.is_reachable().await
     }
 
     /// Encrypts the successors it publishes (they hold a session's tokens for the grace

@@ -93,11 +93,7 @@ impl RedisTokenSlot {
 
     /// Whether Redis answers a `PING` now (for health checks).
     pub async fn is_reachable(&self) -> bool {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-            .is_ok()
+        self.connection.is_reachable().await
     }
 
     /// Encrypts and authenticates the shared record at rest (see [`Encryption`]).
