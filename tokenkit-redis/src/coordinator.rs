@@ -56,6 +56,7 @@ pub struct RedisCoordinator {
     local: InProcessCoordinator,
     outage: Arc<Outage>,
     at_rest: AtRest,
+    max_lease: Option<Duration>,
     prefix: Arc<str>,
     /// Names this process in owner tokens and in keys of context-only sessions.
     instance: Arc<str>,
@@ -87,6 +88,7 @@ impl RedisCoordinator {
             local: InProcessCoordinator::new(tokenkit_tokio::runtime()),
             outage: Arc::default(),
             at_rest: AtRest::default(),
+            max_lease: None,
             prefix: Arc::from(DEFAULT_PREFIX),
             instance: Arc::from(instance_id()),
             extend: Arc::new(Script::new(EXTEND)),
@@ -111,6 +113,18 @@ impl RedisCoordinator {
     pub fn encryption(mut self, encryption: Encryption) -> Self {
         self.at_rest = AtRest(Some(encryption));
         self
+    }
+
+    /// Grants leases of at most `limit` (default: as long as asked, the token-fetch timeout
+    /// plus a margin). A shorter lease lets the fleet take over sooner from a replica that
+    /// died mid-refresh; a live leader keeps it by extending it at a third of `limit`.
+    pub fn max_lease(mut self, limit: Duration) -> Self {
+        self.max_lease = Some(limit);
+        self
+    }
+
+    fn lease_ttl(&self, asked: Duration) -> Duration {
+        self.max_lease.map_or(asked, |limit| asked.min(limit))
     }
 
     /// What to do while Redis cannot be reached (default: fail open).
@@ -164,7 +178,8 @@ impl RedisCoordinator {
 }
 
 impl RedisCoordinator {
-    async fn redis_acquire(&self, key: &SessionKey, ttl: Duration) -> Result<Role, Error> {
+    async fn redis_acquire(&self, key: &SessionKey, asked: Duration) -> Result<Role, Error> {
+        let ttl = self.lease_ttl(asked);
         let keys = self.keys(key);
         let owner = self.owner();
         let mut connection = self.connection.clone();
@@ -178,12 +193,13 @@ impl RedisCoordinator {
             .await
             .map_err(|e| redis_error("could not acquire the refresh lease", e))?;
         Ok(match granted {
-            Some(_) => Role::Lead(Lease::new(key.clone(), owner)),
+            Some(_) => Role::Lead(Lease::new(key.clone(), owner).granted_for(ttl)),
             None => Role::Follow,
         })
     }
 
-    async fn redis_extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, Error> {
+    async fn redis_extend(&self, lease: &Lease, asked: Duration) -> Result<bool, Error> {
+        let ttl = self.lease_ttl(asked);
         let keys = self.keys(lease.key());
         let mut connection = self.connection.clone();
         let extended: i64 = self

@@ -83,6 +83,7 @@ pub enum Role {
 pub struct Lease {
     key: SessionKey,
     owner: String,
+    ttl: Option<Duration>,
 }
 
 impl Lease {
@@ -91,7 +92,20 @@ impl Lease {
         Self {
             key,
             owner: owner.into(),
+            ttl: None,
         }
+    }
+
+    /// Says the lease was granted for `ttl`, when the coordinator granted less than asked
+    /// (its leader then extends it at that pace).
+    pub fn granted_for(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// How long the lease was granted for, when it differs from what was asked.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
     }
 
     /// The session the lease is for.

@@ -183,6 +183,8 @@ impl Refresh {
             (Some(sleep), true) => Arc::clone(sleep),
             _ => return work.await,
         };
+        // The coordinator may have granted less than asked: keep pace with what it granted.
+        let ttl = lease.ttl().unwrap_or(ttl);
         let keep_alive = async move {
             loop {
                 sleep.sleep(ttl / 3).await;
