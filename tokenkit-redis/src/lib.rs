@@ -51,5 +51,5 @@ pub use connection::{
 };
 pub use coordinator::{RedisCoordinator, DEFAULT_PREFIX, FIRST_POLL_INTERVAL, MAX_POLL_INTERVAL};
 pub use encryption::Encryption;
-pub use session_store::{RedisSessionStore, DEFAULT_SESSION_COOKIE};
+pub use session_store::{RedisSessionStore, DEFAULT_SESSION_COOKIE, LOCAL_COPIES};
 pub use token_slot::RedisTokenSlot;

@@ -1,7 +1,8 @@
 //! [`RedisSessionStore`]: each session's record in Redis, the browser holding only an opaque
 //! session id cookie.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,7 +12,7 @@ use tokenkit_core::cookie::{Cookie, SameSite};
 use tokenkit_core::store::cookie::DEFAULT_COOKIE_MAX_AGE;
 use tokenkit_core::{Context, Error, ErrorKind, SessionId, StoreScope, TokenRecord, TokenStore};
 
-use crate::connection::{redis_error, RedisConnection};
+use crate::connection::{redis_error, Outage, RedisConnection, WhenUnavailable};
 use crate::coordinator::{millis, DEFAULT_PREFIX};
 use crate::encryption::{AtRest, Encryption};
 use crate::keys::hex;
@@ -39,9 +40,12 @@ return 1";
 /// replica can never overwrite a rotated refresh token; it gets
 /// [`ErrorKind::StoreConflict`] and tokenkit adopts the winner's record.
 ///
-/// While Redis cannot be reached, a session cannot be read: its requests fail with a typed
-/// [`ErrorKind::Store`] error, and nothing is cleared or rewritten (the browser keeps its
-/// cookie). With Redis's persistence on, every session is back when Redis is.
+/// While Redis cannot be reached it fails open by default ([`WhenUnavailable`]): the sessions
+/// this replica read or wrote lately are served from a local copy, rotations are written there
+/// and back to Redis (compare-and-swap) when it returns. A session with no local copy, or any
+/// session when failing closed, gets a typed [`ErrorKind::Store`] error; nothing is cleared
+/// (the browser keeps its cookie), and with Redis's persistence on every session is back when
+/// Redis is.
 #[derive(Clone)]
 pub struct RedisSessionStore {
     connection: RedisConnection,
@@ -50,6 +54,51 @@ pub struct RedisSessionStore {
     secure: bool,
     at_rest: AtRest,
     compare_and_set: Arc<Script>,
+    when_unavailable: WhenUnavailable,
+    outage: Arc<Outage>,
+    local: Arc<Mutex<LocalCopies>>,
+}
+
+/// How many sessions a replica keeps a local copy of, to serve them while Redis is away.
+pub const LOCAL_COPIES: usize = 10_000;
+
+/// The records this replica read or wrote lately: served while Redis is away (fail open),
+/// and written back, compare-and-swap, once it is back.
+#[derive(Debug, Default)]
+struct LocalCopies {
+    copies: HashMap<String, LocalCopy>,
+    /// Whether some copy waits to be written back.
+    pending: bool,
+}
+
+#[derive(Debug)]
+struct LocalCopy {
+    record: Arc<TokenRecord>,
+    ttl: Duration,
+    /// Written while Redis was away: the fingerprint Redis held before, to write back with
+    /// compare-and-swap (a record another replica stored meanwhile wins).
+    written_over: Option<String>,
+}
+
+impl LocalCopies {
+    fn keep(&mut self, key: &str, copy: LocalCopy) {
+        if self.copies.len() >= LOCAL_COPIES && !self.copies.contains_key(key) {
+            // Make room with a copy that has nothing to write back.
+            let clean = self
+                .copies
+                .iter()
+                .find(|(_, c)| c.written_over.is_none())
+                .map(|(k, _)| k.clone());
+            match clean {
+                Some(evicted) => {
+                    self.copies.remove(&evicted);
+                }
+                None => return,
+            }
+        }
+        self.pending |= copy.written_over.is_some();
+        self.copies.insert(key.to_owned(), copy);
+    }
 }
 
 impl std::fmt::Debug for RedisSessionStore {
@@ -76,7 +125,91 @@ impl RedisSessionStore {
             secure: true,
             at_rest: AtRest::default(),
             compare_and_set: Arc::new(Script::new(COMPARE_AND_SET)),
+            when_unavailable: WhenUnavailable::default(),
+            outage: Arc::default(),
+            local: Arc::default(),
         }
+    }
+
+    /// What to do while Redis cannot be reached. Fail open (the default) serves the sessions
+    /// this replica has a local copy of (read or written lately, up to [`LOCAL_COPIES`]) and
+    /// writes rotations there, then back to Redis (compare-and-swap) once it returns.
+    pub fn when_unavailable(mut self, policy: WhenUnavailable) -> Self {
+        self.when_unavailable = policy;
+        self
+    }
+
+    fn copies(&self) -> std::sync::MutexGuard<'_, LocalCopies> {
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Arc<TokenRecord>>, Error> {
+        let mut connection = self.connection.clone();
+        let text: Option<String> = redis::cmd("HGET")
+            .arg(key)
+            .arg("record")
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| redis_error("could not read the session", e))?;
+        Ok(text.and_then(|text| self.at_rest.decode(key, &text)))
+    }
+
+    /// The compare-and-swap write; `false` when the stored record is not `expected`.
+    async fn write(
+        &self,
+        key: &str,
+        record: &TokenRecord,
+        expected: &str,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let value = self.at_rest.encode(key, record)?;
+        let mut connection = self.connection.clone();
+        let written: i64 = self
+            .compare_and_set
+            .key(key)
+            .arg(expected)
+            .arg(value)
+            .arg(fingerprint(record))
+            .arg(millis(ttl))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| redis_error("could not write the session", e))?;
+        Ok(written == 1)
+    }
+
+    /// Writes back what was written locally while Redis was away. A record another writer
+    /// stored meanwhile wins: the local copy is dropped.
+    async fn write_back(&self) -> Result<(), Error> {
+        let pending: Vec<(String, Arc<TokenRecord>, Duration, String)> = {
+            let copies = self.copies();
+            if !copies.pending {
+                return Ok(());
+            }
+            copies
+                .copies
+                .iter()
+                .filter_map(|(k, c)| {
+                    c.written_over
+                        .clone()
+                        .map(|fp| (k.clone(), Arc::clone(&c.record), c.ttl, fp))
+                })
+                .collect()
+        };
+        for (key, record, ttl, expected) in pending {
+            let kept = self.write(&key, &record, &expected, ttl).await?;
+            let mut copies = self.copies();
+            if kept {
+                if let Some(copy) = copies.copies.get_mut(&key) {
+                    copy.written_over = None;
+                }
+            } else {
+                tracing::warn!(target: "tokenkit_redis", "a session rotated during the outage was rotated elsewhere too; keeping the stored one");
+                copies.copies.remove(&key);
+            }
+        }
+        let mut copies = self.copies();
+        copies.pending = copies.copies.values().any(|c| c.written_over.is_some());
+        Ok(())
     }
 
     /// Namespaces the keys (default [`DEFAULT_PREFIX`]).
@@ -162,14 +295,33 @@ impl TokenStore for RedisSessionStore {
             return Ok(None);
         };
         let key = self.record_key(&id);
-        let mut connection = self.connection.clone();
-        let text: Option<String> = redis::cmd("HGET")
-            .arg(&key)
-            .arg("record")
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| redis_error("could not read the session", e))?;
-        Ok(text.and_then(|text| self.at_rest.decode(&key, &text)))
+        let read = match self.write_back().await {
+            Ok(()) => self.read(&key).await,
+            Err(err) => Err(err),
+        };
+        match read {
+            Ok(record) => {
+                self.outage.ok();
+                if let Some(record) = &record {
+                    let ttl = record.refresh_lifetime().unwrap_or(DEFAULT_COOKIE_MAX_AGE);
+                    let copy = LocalCopy {
+                        record: Arc::clone(record),
+                        ttl,
+                        written_over: None,
+                    };
+                    self.copies().keep(&key, copy);
+                }
+                Ok(record)
+            }
+            Err(err) if self.outage.failed(self.when_unavailable, "read a session", &err) => {
+                match self.copies().copies.get(&key) {
+                    Some(copy) => Ok(Some(Arc::clone(&copy.record))),
+                    // Never "logged out" for want of Redis: the session is there, unreadable.
+                    None => Err(err),
+                }
+            }
+            Err(err) => Err(err),
+        }
     }
 
     async fn save(
@@ -189,24 +341,35 @@ impl TokenStore for RedisSessionStore {
         };
         let ttl = record.refresh_lifetime().unwrap_or(DEFAULT_COOKIE_MAX_AGE);
         let key = self.record_key(&id);
-        let value = self.at_rest.encode(&key, &record)?;
-        let mut connection = self.connection.clone();
-        let written: i64 = self
-            .compare_and_set
-            .key(&key)
-            .arg(replaces.map(fingerprint).unwrap_or_default())
-            .arg(value)
-            .arg(fingerprint(&record))
-            .arg(millis(ttl))
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|e| redis_error("could not write the session", e))?;
-        if written != 1 {
-            return Err(Error::new(
-                ErrorKind::StoreConflict,
-                "the session was rotated by another writer since it was read",
-            ));
-        }
+        let expected = replaces.map(fingerprint).unwrap_or_default();
+        let written_over = match self.write(&key, &record, &expected, ttl).await {
+            Ok(true) => {
+                self.outage.ok();
+                None
+            }
+            Ok(false) => {
+                return Err(Error::new(
+                    ErrorKind::StoreConflict,
+                    "the session was rotated by another writer since it was read",
+                ))
+            }
+            Err(err) if self.outage.failed(self.when_unavailable, "write a session", &err) => {
+                // Written back once Redis returns, over what Redis held before the outage.
+                let before = self
+                    .copies()
+                    .copies
+                    .get(&key)
+                    .and_then(|c| c.written_over.clone());
+                Some(before.unwrap_or(expected))
+            }
+            Err(err) => return Err(err),
+        };
+        let copy = LocalCopy {
+            record,
+            ttl,
+            written_over,
+        };
+        self.copies().keep(&key, copy);
         // The cookie lives as long as the record.
         ctx.set_cookie(self.cookie(id, ttl));
         Ok(())
@@ -215,9 +378,11 @@ impl TokenStore for RedisSessionStore {
     async fn clear(&self, ctx: Option<&Context>) -> Result<(), Error> {
         let ctx = context(ctx)?;
         if let Some(id) = self.session_id(ctx) {
+            let key = self.record_key(&id);
+            self.copies().copies.remove(&key);
             let mut connection = self.connection.clone();
             let _: i64 = redis::cmd("DEL")
-                .arg(self.record_key(&id))
+                .arg(&key)
                 .query_async(&mut connection)
                 .await
                 .map_err(|e| redis_error("could not delete the session", e))?;

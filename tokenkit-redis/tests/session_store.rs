@@ -285,24 +285,27 @@ async fn encrypted_records_rotate_keys_and_refuse_tampering() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_fails_requests_with_a_typed_error_and_loses_no_session() {
+async fn during_an_outage_a_replica_without_a_local_copy_gives_a_typed_error_and_loses_no_session() {
     let mut redis = tokenkit_tests::redis::RedisServer::start_persistent();
     let clock = ManualClock::default();
     let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
         .await
         .unwrap();
-    let client = replica(&server, &clock, &redis.url()).await;
+    let (a, b) = (
+        replica(&server, &clock, &redis.url()).await,
+        replica(&server, &clock, &redis.url()).await,
+    );
     let browser = Browser::new();
     let creds = json!({"username": "alice", "password": "wonderland"});
     browser
-        .visit(client.login(&creds, LoginOptions::new()))
+        .visit(a.login(&creds, LoginOptions::new()))
         .await
         .0
         .unwrap();
     let cookies = browser.snapshot();
     redis.stop();
-    // The session cannot be read: a typed error, and the browser keeps its cookie.
-    let (page, ctx) = browser.visit(client.get("/api/me").send::<Value>()).await;
+    // Replica b never saw this session: a typed error, and the browser keeps its cookie.
+    let (page, ctx) = browser.visit(b.get("/api/me").send::<Value>()).await;
     assert_eq!(page.unwrap_err().kind(), ErrorKind::Store);
     assert!(ctx.cookie_delta().is_empty(), "nothing removed or rewritten");
     assert_eq!(browser.snapshot(), cookies);
@@ -310,7 +313,7 @@ async fn an_outage_fails_requests_with_a_typed_error_and_loses_no_session() {
     redis.restart();
     let mut served = None;
     for _ in 0..100 {
-        match browser.visit(client.get("/api/me").send::<Value>()).await.0 {
+        match browser.visit(b.get("/api/me").send::<Value>()).await.0 {
             Ok(page) => {
                 served = Some(page);
                 break;
@@ -319,5 +322,63 @@ async fn an_outage_fails_requests_with_a_typed_error_and_loses_no_session() {
         }
     }
     assert_eq!(served.expect("served after the outage").data["user"], "alice");
+    assert_eq!(server.count("/auth/login"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_serves_and_rotates_a_session_during_an_outage_and_writes_it_back() {
+    let mut redis = tokenkit_tests::redis::RedisServer::start_persistent();
+    let clock = ManualClock::default();
+    let server = AuthServer::start_with_clock(Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let (a, b) = (
+        replica(&server, &clock, &redis.url()).await,
+        replica(&server, &clock, &redis.url()).await,
+    );
+    let browser = Browser::new();
+    let creds = json!({"username": "alice", "password": "wonderland"});
+    browser
+        .visit(a.login(&creds, LoginOptions::new()))
+        .await
+        .0
+        .unwrap();
+    redis.stop();
+    clock.advance(Duration::from_secs(3600));
+    // Replica a has a local copy: it serves the session and rotates it while Redis is away.
+    for _ in 0..3 {
+        let (page, _) = browser.visit(a.get("/api/me").send::<Value>()).await;
+        assert_eq!(page.unwrap().data["user"], "alice");
+    }
+    assert_eq!(
+        server.count("/auth/refresh"),
+        1,
+        "rotated once, during the outage"
+    );
+    // Past the grace window (nothing but Redis can carry the rotation now), Redis is back:
+    // a's next request writes the rotation back...
+    clock.advance(Duration::from_secs(10));
+    redis.restart();
+    let probe = tokenkit_redis::RedisConnection::open(&redis.url()).unwrap();
+    for _ in 0..100 {
+        if probe.is_reachable().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut served = false;
+    for _ in 0..100 {
+        if browser.visit(a.get("/api/me").send::<Value>()).await.0.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // a's connection reconnecting
+    }
+    assert!(served);
+    // ...so replica b, which never saw the session, reads the rotated record from Redis.
+    let (page, _) = browser.visit(b.get("/api/me").send::<Value>()).await;
+    assert_eq!(page.unwrap().data["user"], "alice");
+    assert_eq!(server.count("/auth/refresh"), 1, "no second rotation");
+    assert_eq!(server.reuse_detected(), 0);
     assert_eq!(server.count("/auth/login"), 1);
 }
