@@ -1,6 +1,6 @@
 //! # tokenkit-axum
 //!
-//! astro-tokenkit's `api.middleware()` for Rust web servers. [`TokenKitLayer`] is a tower
+//! tokenkit for Rust web servers. [`TokenKitLayer`] is a tower
 //! `Layer` (for axum or any tower-based server) that, for each incoming request:
 //!
 //! 1. builds a [`Context`] from the request's `Cookie` header;

@@ -209,8 +209,8 @@ type GetFn = Arc<dyn Fn() -> Option<Context> + Send + Sync>;
 type SetFn = Arc<dyn Fn(Context) + Send + Sync>;
 type RunFn = Arc<dyn for<'a> Fn(Context, BoxFuture<'a, ()>) -> BoxFuture<'a, ()> + Send + Sync>;
 
-/// A provider made of your framework's own get / set / run functions (astro-tokenkit's
-/// `getContextStore`, `setContextStore`, `runWithContext`). The three are given together, so
+/// A provider made of your framework's own functions to get the current context, set it,
+/// and run work inside one. The three are given together, so
 /// reading, binding and scoping always agree.
 #[derive(Clone)]
 pub struct FnContextProvider {

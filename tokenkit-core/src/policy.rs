@@ -14,7 +14,7 @@ pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// Default minimum time between two proactive refreshes of one session.
 pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(30);
-/// Default proactive window of provider mode (axios-token-manager's `refreshBuffer`).
+/// Default proactive window of provider mode (`refresh_buffer`).
 pub const DEFAULT_REFRESH_BUFFER: Duration = Duration::from_secs(10);
 /// Default number of recoveries (new token + replay) after a rejected response.
 pub const DEFAULT_MAX_RECOVERY_TRIES: u32 = 5;
@@ -125,7 +125,7 @@ impl Default for StandardPolicy {
 }
 
 impl StandardPolicy {
-    /// Provider-mode defaults (axios-token-manager): a 10 s refresh buffer, no clock skew,
+    /// Provider-mode defaults: a 10 s refresh buffer, no clock skew,
     /// no minimum interval; otherwise as [`Default`].
     pub fn provider() -> Self {
         Self {

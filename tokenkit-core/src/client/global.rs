@@ -1,4 +1,4 @@
-//! The process-wide default client (astro-tokenkit's `api` and `setConfig`).
+//! The process-wide default client ([`api`] and [`set_config`]).
 //!
 //! [`set_config`] builds and installs the default client; [`api()`] is a handle that resolves
 //! the installed client on every call, so a configuration change is visible at once, and all

@@ -425,7 +425,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Endpoint mode (astro-tokenkit): tokens come from your API's login and refresh
+    /// Endpoint mode: tokens come from your API's login and refresh
     /// endpoints, per user session. The store defaults to a [`CookieStore`] (HttpOnly cookies
     /// of the request context); the policy to [`StandardPolicy::default`].
     ///
@@ -572,8 +572,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Formats the header value from the token and its type (astro-tokenkit's `injectToken`;
-    /// default `<type or Bearer> <token>`).
+    /// Formats the header value from the token and its type (default
+    /// `<type or Bearer> <token>`).
     pub fn inject_token(
         mut self,
         inject: impl Fn(&str, Option<&str>) -> String + Send + Sync + 'static,

@@ -19,7 +19,7 @@ use crate::source::RefreshHints;
 use crate::transport::Transport;
 use crate::urls;
 
-/// Per-request overrides of the auth configuration (astro-tokenkit's `auth` request option),
+/// Per-request overrides of the auth configuration,
 /// e.g. extra refresh data for multi-tenancy. Requests with different override data never
 /// share a refresh.
 #[derive(Debug, Clone, Default)]

@@ -1,4 +1,4 @@
-//! Endpoint mode (astro-tokenkit): login, refresh and logout endpoints of your API.
+//! Endpoint mode: the login, refresh and logout endpoints of your API.
 
 use std::fmt;
 use std::sync::Arc;

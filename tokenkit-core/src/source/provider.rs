@@ -71,7 +71,7 @@ impl ProvidedToken {
     }
 }
 
-/// A [`TokenSource`] made of an async closure (axios-token-manager's `getCredentials`).
+/// A [`TokenSource`] made of an async closure that returns a [`ProvidedToken`].
 pub struct ProviderSource<F> {
     provider: F,
 }
