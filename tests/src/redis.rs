@@ -232,3 +232,19 @@ impl RedisServer {
                 .is_ok_and(|n| String::from_utf8_lossy(&reply[..n]).contains("cluster_state:ok"))
     }
 }
+
+/// Retries `attempt` every 50 ms while a client reconnects after a restart; returns its first
+/// success, or panics after 5 s.
+pub async fn retry_while_reconnecting<T, E, F, Fut>(mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    for _ in 0..100 {
+        if let Ok(value) = attempt().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("still failing 5 s after Redis came back");
+}

@@ -13,6 +13,7 @@ use tokenkit_core::{
     SessionId, StandardPolicy, TokenRecord, TokenStore,
 };
 use tokenkit_redis::{RedisCoordinator, RedisSessionStore};
+use tokenkit_tests::redis::retry_while_reconnecting;
 use tokenkit_tests::{AuthServer, Browser};
 
 async fn store(redis: &str, prefix: &str) -> RedisSessionStore {
@@ -311,17 +312,9 @@ async fn during_an_outage_a_replica_without_a_local_copy_gives_a_typed_error_and
     assert_eq!(browser.snapshot(), cookies);
     // Redis is back with its data: the same session works, nobody signs in again.
     redis.restart();
-    let mut served = None;
-    for _ in 0..100 {
-        match browser.visit(b.get("/api/me").send::<Value>()).await.0 {
-            Ok(page) => {
-                served = Some(page);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await, // reconnecting
-        }
-    }
-    assert_eq!(served.expect("served after the outage").data["user"], "alice");
+    let served =
+        retry_while_reconnecting(|| async { browser.visit(b.get("/api/me").send::<Value>()).await.0 }).await;
+    assert_eq!(served.data["user"], "alice");
     assert_eq!(server.count("/auth/login"), 1);
 }
 
@@ -359,22 +352,7 @@ async fn fail_open_serves_and_rotates_a_session_during_an_outage_and_writes_it_b
     // a's next request writes the rotation back...
     clock.advance(Duration::from_secs(10));
     redis.restart();
-    let probe = tokenkit_redis::RedisConnection::open(&redis.url()).unwrap();
-    for _ in 0..100 {
-        if probe.is_reachable().await {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut served = false;
-    for _ in 0..100 {
-        if browser.visit(a.get("/api/me").send::<Value>()).await.0.is_ok() {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await; // a's connection reconnecting
-    }
-    assert!(served);
+    retry_while_reconnecting(|| async { browser.visit(a.get("/api/me").send::<Value>()).await.0 }).await;
     // ...so replica b, which never saw the session, reads the rotated record from Redis.
     let (page, _) = browser.visit(b.get("/api/me").send::<Value>()).await;
     assert_eq!(page.unwrap().data["user"], "alice");

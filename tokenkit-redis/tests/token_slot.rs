@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokenkit_core::runtime::ManualClock;
 use tokenkit_core::{Client, StandardPolicy};
 use tokenkit_redis::{RedisCoordinator, RedisTokenSlot};
+use tokenkit_tests::redis::retry_while_reconnecting;
 use tokenkit_tests::{token_provider, AuthServer};
 
 async fn replica(server: &AuthServer, clock: &ManualClock, redis: &str) -> Client {
@@ -135,12 +136,12 @@ async fn redis_killed_mid_fleet_fails_open_and_coordination_resumes_when_it_is_b
     // Redis is back (empty); once every replica reconnected, the fleet shares again.
     redis.restart();
     for (slot, coordinator) in &probes {
-        for _ in 0..100 {
-            if slot.is_reachable().await && coordinator.is_reachable().await {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        retry_while_reconnecting(|| async {
+            (slot.is_reachable().await && coordinator.is_reachable().await)
+                .then_some(())
+                .ok_or(())
+        })
+        .await;
     }
     clock.advance(Duration::from_secs(3600));
     let before = server.token_requests();
