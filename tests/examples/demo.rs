@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::Value;
+use tokenkit_core::Event;
 use tokenkit_tests::{token_provider, AuthServer};
 
 type Demo = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -22,9 +23,7 @@ async fn main() -> Demo {
 
     let client = tokenkit_reqwest::builder(server.url())
         .provider(token_provider(server.token_url()))
-        .on_token_refresh(|msg| println!("    [tokenkit] {msg}"))
-        .on_auth_fail(|msg| println!("    [tokenkit] {msg}"))
-        .on_recovery_try(|msg| println!("    [tokenkit] {msg}"))
+        .on_event(|event: &Event<'_>| println!("    [tokenkit] {event}"))
         .build()?;
 
     let call = |label: &'static str| {

@@ -117,53 +117,33 @@ impl Recorder {
         }
     }
 
-    /// Wires every provider-mode callback of `builder` to this recorder.
+    /// Records every [`tokenkit_core::Event`] of `builder`'s client under the event's name
+    /// (`"refreshed"`, `"rejected"`, …) with its text and `Debug`; a threshold event's
+    /// message is its failure count, a login's describes the payload and the response.
     pub fn wire(&self, builder: tokenkit_core::ClientBuilder) -> tokenkit_core::ClientBuilder {
-        let (a, b, c, d, e, f) = (
-            self.clone(),
-            self.clone(),
-            self.clone(),
-            self.clone(),
-            self.clone(),
-            self.clone(),
-        );
-        builder
-            .on_token_refresh(move |m| a.record("token_refresh", m))
-            .on_auth_fail(move |m| b.record("auth_fail", m))
-            .on_token_request_fail(move |err| c.record("token_request_fail", format!("{err} / {err:?}")))
-            .on_recovery_try(move |m| d.record("recovery_try", m))
-            .on_token_try_threshold(move |n| e.record("threshold", n.to_string()))
-            .on_recovery_abort(move |m| f.record("recovery_abort", m))
-    }
-}
-
-impl Recorder {
-    /// Wires the session-mode callbacks of `builder` to this recorder (plus the provider-mode
-    /// ones of [`wire`](Self::wire)).
-    pub fn wire_session(&self, builder: tokenkit_core::ClientBuilder) -> tokenkit_core::ClientBuilder {
-        let (a, b, c, d, e) = (
-            self.clone(),
-            self.clone(),
-            self.clone(),
-            self.clone(),
-            self.clone(),
-        );
-        self.wire(builder)
-            .on_login(move |bundle, body, ctx| {
-                a.record(
-                    "login",
-                    format!(
-                        "payload={:?} body_has_user={} ctx={}",
-                        bundle.payload,
-                        body.get("user").is_some(),
-                        ctx.is_some()
-                    ),
-                )
-            })
-            .on_error(move |err, _| b.record("login_error", err.to_string()))
-            .on_refresh(move |_, ctx| c.record("refresh", format!("ctx={}", ctx.is_some())))
-            .on_refresh_error(move |err, _| d.record("refresh_error", err.to_string()))
-            .on_session_invalid(move |_| e.record("session_invalid", ""))
+        let recorder = self.clone();
+        builder.on_event(move |event: &tokenkit_core::Event<'_>| {
+            use tokenkit_core::Event;
+            let message = match event {
+                Event::FailureThreshold {
+                    consecutive_failures, ..
+                } => consecutive_failures.to_string(),
+                Event::LoggedIn {
+                    tokens,
+                    response,
+                    context,
+                    ..
+                } => format!(
+                    "payload={:?} body_has_user={} ctx={}",
+                    tokens.payload,
+                    response.get("user").is_some(),
+                    context.is_some()
+                ),
+                Event::Refreshed { context, .. } => format!("{event} ctx={} / {event:?}", context.is_some()),
+                other => format!("{other} / {other:?}"),
+            };
+            recorder.record(event.name(), message);
+        })
     }
 }
 
@@ -279,7 +259,7 @@ impl RecordingSleep {
 }
 
 impl tokenkit_core::Sleep for RecordingSleep {
-    fn sleep(&self, duration: std::time::Duration) -> tokenkit_core::runtime::BoxFuture<'static, ()> {
+    fn sleep(&self, duration: std::time::Duration) -> tokenkit_core::BoxFuture<'static, ()> {
         self.slept
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

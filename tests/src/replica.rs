@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::testing::ManualClock;
 use tokenkit_core::{run_with_context, Client, Context, EndpointConfig, LoginOptions, StandardPolicy};
 use tokenkit_redis::{RedisCoordinator, RedisSessionStore, RedisTokenSlot};
 
@@ -129,7 +129,7 @@ pub async fn run_from_env() {
                     .insecure_cookie_for_development(),
             )
             .coordinator(RedisCoordinator::connect(&redis).await.unwrap().prefix("fleet"))
-            .policy(StandardPolicy::default().jitter(0.0)),
+            .policy(StandardPolicy::default().jitter_percent(0)),
         "service" => builder
             .provider(crate::token_provider(format!("{auth}/oauth/token")))
             .store(RedisTokenSlot::connect(&redis, "fleet-service").await.unwrap())
@@ -139,7 +139,7 @@ pub async fn run_from_env() {
                     .unwrap()
                     .prefix("fleet-service"),
             )
-            .policy(StandardPolicy::provider().jitter(0.0)),
+            .policy(StandardPolicy::provider().jitter_percent(0)),
         other => panic!("unknown TOKENKIT_MODE {other:?}"),
     }
     .build()

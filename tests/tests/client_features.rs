@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{json, Value};
-use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::testing::ManualClock;
 use tokenkit_core::{
     AuthFailure, Backoff, Client, ClientBuilder, Context, CookieConfig, CookieStore, EndpointConfig, Error,
     ErrorKind, FnContextProvider, LoginOptions, ProvidedToken, RetryConfig, Runtime, StandardPolicy,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
-use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::testing::ManualClock;
 use tokenkit_core::{
     async_trait, run_with_context, Context, EndpointConfig, Error, InProcessCoordinator, LoginOptions,
     MemorySessionBackend, SessionStore, StandardPolicy, StoreScope, TokenRecord, TokenStore,
@@ -51,7 +51,7 @@ async fn a_custom_process_wide_store_shares_one_fetch_and_refreshes_in_the_backg
     let client = tokenkit_reqwest::builder(server.url())
         .clock(clock.clone())
         .provider(token_provider(server.token_url()))
-        .policy(StandardPolicy::provider().jitter(0.0))
+        .policy(StandardPolicy::provider().jitter_percent(0))
         .store(Slot::default())
         .build()
         .unwrap();
@@ -94,7 +94,7 @@ async fn clients_sharing_an_in_process_coordinator_refresh_a_session_once() {
                 .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh"))
                 .store(SessionStore::new(backend.clone()).session_cookie("sid"))
                 .coordinator(coordinator.clone())
-                .policy(StandardPolicy::default().jitter(0.0))
+                .policy(StandardPolicy::default().jitter_percent(0))
                 .build()
                 .unwrap()
         })

@@ -155,7 +155,7 @@ async fn a_hand_written_transport_carries_the_whole_flow() {
     let server = AuthServer::start().await.unwrap();
     let recording = Arc::new(Recording::default());
     let client = Client::builder(server.url())
-        .shared_transport(recording.clone())
+        .transport(recording.clone())
         .runtime(tokenkit_tokio::runtime())
         .provider(token_provider(server.token_url()))
         .build()

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::testing::ManualClock;
 use tokenkit_tests::redis::RedisServer;
 use tokenkit_tests::{AuthServer, USERS};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::Value;
-use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::testing::ManualClock;
 use tokenkit_core::{AuthFailure, Client, ErrorKind, ProvidedToken, RetryConfig, Runtime, StandardPolicy};
 use tokenkit_tests::{token_provider, AuthServer, Fault, Recorder, ResourceMode};
 
@@ -37,7 +37,7 @@ impl Setup {
         let builder = tokenkit_reqwest::builder(self.server.url())
             .clock(self.clock.clone())
             .provider(token_provider(self.server.token_url()))
-            .policy(StandardPolicy::provider().jitter(0.0));
+            .policy(StandardPolicy::provider().jitter_percent(0));
         self.recorder.wire(builder)
     }
 
@@ -101,8 +101,8 @@ async fn two_hundred_requests_rejected_with_one_revoked_token_cause_one_refetch(
         assert_eq!(token_id(&r.unwrap().unwrap().data), 2);
     }
     assert_eq!(s.server.token_requests(), 1);
-    assert!(s.recorder.count("auth_fail") >= 1);
-    assert_eq!(s.recorder.count("recovery_abort"), 0);
+    assert!(s.recorder.count("rejected") >= 1);
+    assert_eq!(s.recorder.count("recovery_aborted"), 0);
 }
 
 fn runtime_without_spawn() -> Runtime {
@@ -147,8 +147,8 @@ async fn an_always_failing_provider_fires_the_threshold_at_10_and_20() {
         assert!(err.to_string().contains("token provider failed"), "{err}");
     }
     assert_eq!(calls.load(Ordering::SeqCst), 25);
-    assert_eq!(s.recorder.count("token_request_fail"), 25);
-    assert_eq!(s.recorder.messages("threshold"), ["10", "20"]);
+    assert_eq!(s.recorder.count("refresh_failed"), 25);
+    assert_eq!(s.recorder.messages("failure_threshold"), ["10", "20"]);
     assert_eq!(s.server.count("/api/a"), 0);
 }
 
@@ -167,7 +167,7 @@ async fn a_success_resets_the_failure_count() {
         assert!(client.get("/api/a").send::<Value>().await.is_err());
     }
     assert_eq!(
-        s.recorder.messages("threshold"),
+        s.recorder.messages("failure_threshold"),
         ["10"],
         "9 failures, success, 10 failures"
     );
@@ -187,9 +187,9 @@ async fn a_server_that_always_answers_401_aborts_after_5_recoveries() {
     assert_eq!(s.server.count("/api/a"), 6, "the first try and 5 recoveries");
     assert_eq!(s.server.token_requests(), 5, "a new token for each recovery");
     assert_eq!(s.recorder.count("recovery_try"), 5);
-    assert_eq!(s.recorder.messages("recovery_try")[4], "recovery attempt 5 of 5");
-    assert_eq!(s.recorder.count("auth_fail"), 6);
-    assert_eq!(s.recorder.count("recovery_abort"), 1);
+    assert!(s.recorder.messages("recovery_try")[4].starts_with("recovery attempt 5 of 5"));
+    assert_eq!(s.recorder.count("rejected"), 6);
+    assert_eq!(s.recorder.count("recovery_aborted"), 1);
 
     // A later success, then the same failure: the full 5 recoveries again.
     s.server.set_resource_mode(ResourceMode::Normal);
@@ -199,7 +199,7 @@ async fn a_server_that_always_answers_401_aborts_after_5_recoveries() {
     let err = client.get("/api/a").send::<Value>().await.unwrap_err();
     assert_eq!(err.auth_failure(), Some(AuthFailure::RecoveryExhausted));
     assert_eq!(s.server.count("/api/a"), 6);
-    assert_eq!(s.recorder.count("recovery_abort"), 2);
+    assert_eq!(s.recorder.count("recovery_aborted"), 2);
 }
 
 #[tokio::test]
@@ -319,7 +319,7 @@ async fn a_refresh_completes_and_is_stored_when_its_caller_is_dropped() {
     assert!(caller.await.unwrap_err().is_cancelled());
     assert_eq!(s.server.count("/api/a"), 0);
     gate.add_permits(1);
-    s.recorder.wait_for("token_refresh", 1).await;
+    s.recorder.wait_for("refreshed", 1).await;
     // The stored token is used without another fetch.
     assert_eq!(
         token_id(&client.get("/api/a").send::<Value>().await.unwrap().data),

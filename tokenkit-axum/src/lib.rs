@@ -131,7 +131,7 @@ where
                     Err(err) => {
                         // Like the seed: a failed refresh is logged, and the request proceeds
                         // (an invalid session has been cleared; its cookies are expired below).
-                        tracing::warn!(target: "tokenkit", error = %err, "could not ensure the session");
+                        tracing::warn!(error = %err, "could not ensure the session");
                         Session::default()
                     }
                 };
@@ -141,7 +141,7 @@ where
             let mut response = match scoped.await {
                 Ok(result) => result?,
                 Err(err) => {
-                    tracing::error!(target: "tokenkit", error = %err, "the request could not be bound to its context");
+                    tracing::error!(error = %err, "the request could not be bound to its context");
                     let mut response = Response::new(ResBody::default());
                     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                     response

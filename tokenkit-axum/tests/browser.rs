@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fantoccini::{ClientBuilder, Locator};
-use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::testing::ManualClock;
 use tokenkit_core::{CookieConfig, CookieStore, EndpointConfig, StandardPolicy};
 use tokenkit_tests::AuthServer;
 
@@ -75,7 +75,7 @@ async fn chromium_signs_in_rotates_and_cannot_read_the_token_cookies() {
         .clock(clock.clone())
         .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh").logout("/auth/logout"))
         .store(CookieStore::new(CookieConfig::new().secure(false)))
-        .policy(StandardPolicy::default().jitter(0.0))
+        .policy(StandardPolicy::default().jitter_percent(0))
         .build()
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

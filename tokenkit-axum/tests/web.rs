@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::testing::ManualClock;
 use tokenkit_core::{CookieConfig, CookieStore, EndpointConfig, StandardPolicy};
 use tokenkit_tests::AuthServer;
 
@@ -60,7 +60,7 @@ async fn site() -> Site {
         .clock(clock.clone())
         .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh").logout("/auth/logout"))
         .store(CookieStore::new(CookieConfig::new().secure(false)))
-        .policy(StandardPolicy::default().jitter(0.0))
+        .policy(StandardPolicy::default().jitter_percent(0))
         .build()
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

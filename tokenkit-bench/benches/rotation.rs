@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::testing::ManualClock;
 use tokenkit_core::{
     run_with_context, transport_fn, Client, Context, CookieConfig, CookieStore, EndpointConfig, RetryConfig,
     StandardPolicy,
@@ -38,7 +38,7 @@ fn client() -> Client {
         .clock(ManualClock::default())
         .endpoints(EndpointConfig::new("/login", "/refresh"))
         .store(CookieStore::new(CookieConfig::new().secure(false)))
-        .policy(StandardPolicy::default().jitter(0.0))
+        .policy(StandardPolicy::default().jitter_percent(0))
         .build()
         .unwrap()
 }

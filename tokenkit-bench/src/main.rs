@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use http_body_util::{BodyExt, Full};
-use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::testing::ManualClock;
 use tokenkit_core::{
     run_with_context, Client, ClientBuilder, Context, CookieConfig, CookieStore, EndpointConfig,
     ProvidedToken, StandardPolicy,
@@ -283,7 +283,7 @@ async fn sessions(adapter: &str) {
         .store(CookieStore::new(CookieConfig::new().secure(false)))
         .policy(
             StandardPolicy::default()
-                .jitter(0.0)
+                .jitter_percent(0)
                 .grace_window(Duration::from_millis(500)),
         )
         .build()

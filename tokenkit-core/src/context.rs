@@ -203,7 +203,7 @@ pub enum Operation {
 }
 
 /// Computes extra headers from the context for an operation.
-pub type HeaderResolver = Arc<dyn Fn(Option<&Context>, Operation) -> HeaderMap + Send + Sync>;
+pub(crate) type HeaderResolver = Arc<dyn Fn(Option<&Context>, Operation) -> HeaderMap + Send + Sync>;
 
 type GetFn = Arc<dyn Fn() -> Option<Context> + Send + Sync>;
 type SetFn = Arc<dyn Fn(Context) + Send + Sync>;
@@ -272,20 +272,20 @@ impl ContextProvider for TaskContextProvider {
 }
 
 /// The context bound by the innermost [`run_with_context`] being polled on this thread.
-pub fn current_context() -> Option<Context> {
+pub(crate) fn current_context() -> Option<Context> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
 /// Runs `future` with `ctx` as the current context: every poll of `future` (and of what it
-/// awaits inline) sees `ctx` through [`current_context`]. Tasks spawned from inside do not
-/// inherit it — wrap them too.
-pub fn run_with_context<F: Future>(ctx: Context, future: F) -> WithContext<F> {
+/// awaits inline) sees `ctx` through the task-scoped context provider
+/// ([`TaskContextProvider`]). Tasks spawned from inside do not inherit it — wrap them too.
+pub fn run_with_context<F: Future>(ctx: Context, future: F) -> impl Future<Output = F::Output> {
     WithContext { ctx, future }
 }
 
 pin_project_lite::pin_project! {
     /// The future returned by [`run_with_context`].
-    pub struct WithContext<F> {
+    pub(crate) struct WithContext<F> {
         ctx: Context,
         #[pin]
         future: F,

@@ -1,48 +1,224 @@
-//! Lifecycle callbacks (both seeds' hooks) and the matching `tracing` events.
-//!
-//! Every moment is reported twice: to the user's callback, if set, and as a `tracing` event
-//! with target `tokenkit`. Messages carry a token value only when `add_token_to_logs` is set
-//! (default off); structured fields never do.
+//! Lifecycle events: one typed [`Event`] per moment, reported to the user's handlers, to
+//! `tracing` (target `tokenkit_core::events`) and, with the `metrics` feature, to the
+//! `metrics` facade.
 
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::Duration;
 
-use http::StatusCode;
+use http::{Method, StatusCode};
 
 use crate::context::Context;
 use crate::error::Error;
-use crate::token::{AccessToken, TokenRecord};
+use crate::source::FetchReason;
+use crate::token::TokenRecord;
 
-/// The default number of token fetch failures between two `on_token_try_threshold` calls.
-pub const DEFAULT_TOKEN_TRY_THRESHOLD: u64 = 10;
+/// A moment in the life of a client's tokens, reported to the handlers registered with
+/// [`ClientBuilder::on_event`](crate::ClientBuilder::on_event).
+///
+/// Each moment is reported once, as one variant. The data borrows from the client: copy what
+/// you keep. Token values are reachable only through the [`TokenRecord`]s, whose `Debug`
+/// redacts them, so logging an event with `{:?}` never prints a secret.
+///
+/// ```
+/// use tokenkit_core::Event;
+///
+/// fn on_event(event: &Event<'_>) {
+///     match event {
+///         Event::Refreshed { reason, .. } => println!("new token ({reason:?})"),
+///         Event::SessionInvalid { .. } => println!("signed out by the server"),
+///         other => println!("{other}"),
+///     }
+/// }
+/// # on_event(&Event::RecoveryAborted { attempts: 5, status: http::StatusCode::UNAUTHORIZED });
+/// ```
+#[derive(Clone, Copy)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// [`Client::login`](crate::Client::login) succeeded.
+    LoggedIn {
+        /// The tokens now stored in the session.
+        tokens: &'a TokenRecord,
+        /// The login response body.
+        response: &'a serde_json::Value,
+        /// The session's context.
+        context: Option<&'a Context>,
+    },
+    /// [`Client::login`](crate::Client::login) failed.
+    LoginFailed {
+        /// Why.
+        error: &'a Error,
+        /// The session's context.
+        context: Option<&'a Context>,
+    },
+    /// A new token was obtained and stored (a first fetch, a proactive or forced refresh, or a
+    /// refresh after a rejection).
+    Refreshed {
+        /// The tokens now stored.
+        tokens: &'a TokenRecord,
+        /// Why the token was fetched.
+        reason: FetchReason,
+        /// The access token's remaining lifetime, when it has an expiry.
+        expires_in: Option<Duration>,
+        /// The session's context.
+        context: Option<&'a Context>,
+    },
+    /// A token fetch failed.
+    RefreshFailed {
+        /// Why.
+        error: &'a Error,
+        /// Why the token was being fetched.
+        reason: FetchReason,
+        /// Failures in a row, this one included (reset by a successful fetch).
+        consecutive_failures: u64,
+        /// The session's context.
+        context: Option<&'a Context>,
+    },
+    /// The consecutive failures reached a multiple of the try threshold
+    /// ([`ClientBuilder::token_try_threshold`](crate::ClientBuilder::token_try_threshold)).
+    FailureThreshold {
+        /// Failures in a row.
+        consecutive_failures: u64,
+    },
+    /// The server refused the session's refresh token: the session was cleared.
+    SessionInvalid {
+        /// The session's context.
+        context: Option<&'a Context>,
+    },
+    /// A response rejected the token (its status is one the policy recovers from).
+    Rejected {
+        /// The request's method.
+        method: &'a Method,
+        /// The rejecting status.
+        status: StatusCode,
+    },
+    /// A rejected request is replayed with a new token.
+    RecoveryTry {
+        /// This replay's number, from 1.
+        attempt: u32,
+        /// The most replays a request gets.
+        max: u32,
+    },
+    /// A request's recoveries are exhausted: it fails with the rejection.
+    RecoveryAborted {
+        /// Replays made before giving up.
+        attempts: u32,
+        /// The last rejecting status.
+        status: StatusCode,
+    },
+}
 
-type MessageFn = Arc<dyn Fn(&str) + Send + Sync>;
-type ErrorFn = Arc<dyn Fn(&Error) + Send + Sync>;
-type CountFn = Arc<dyn Fn(u64) + Send + Sync>;
-/// `on_login(bundle, response body, context)`.
-pub type LoginFn = Arc<dyn Fn(&TokenRecord, &serde_json::Value, Option<&Context>) + Send + Sync>;
-/// `on_error(error, context)` / `on_refresh_error(error, context)`.
-pub type ContextErrorFn = Arc<dyn Fn(&Error, Option<&Context>) + Send + Sync>;
-/// `on_refresh(bundle, context)`.
-pub type RefreshFn = Arc<dyn Fn(&TokenRecord, Option<&Context>) + Send + Sync>;
-/// `on_session_invalid(context)`.
-pub type SessionFn = Arc<dyn Fn(Option<&Context>) + Send + Sync>;
+impl Event<'_> {
+    /// A stable, lower-case name of the variant (`"refreshed"`, `"session_invalid"`, …), as
+    /// used in log fields and metric labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::LoggedIn { .. } => "logged_in",
+            Event::LoginFailed { .. } => "login_failed",
+            Event::Refreshed { .. } => "refreshed",
+            Event::RefreshFailed { .. } => "refresh_failed",
+            Event::FailureThreshold { .. } => "failure_threshold",
+            Event::SessionInvalid { .. } => "session_invalid",
+            Event::Rejected { .. } => "rejected",
+            Event::RecoveryTry { .. } => "recovery_try",
+            Event::RecoveryAborted { .. } => "recovery_aborted",
+        }
+    }
+}
 
-/// The lifecycle callbacks of a client.
+/// The variant and its non-secret data: the login response body (which holds the tokens) is
+/// left out, and token records print redacted.
+impl fmt::Debug for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct(self.name());
+        match self {
+            Event::LoggedIn { tokens, context, .. } => s.field("tokens", tokens).field("context", context),
+            Event::LoginFailed { error, context } => s.field("error", error).field("context", context),
+            Event::Refreshed {
+                tokens,
+                reason,
+                expires_in,
+                context,
+            } => s
+                .field("tokens", tokens)
+                .field("reason", reason)
+                .field("expires_in", expires_in)
+                .field("context", context),
+            Event::RefreshFailed {
+                error,
+                reason,
+                consecutive_failures,
+                context,
+            } => s
+                .field("error", error)
+                .field("reason", reason)
+                .field("consecutive_failures", consecutive_failures)
+                .field("context", context),
+            Event::FailureThreshold { consecutive_failures } => {
+                s.field("consecutive_failures", consecutive_failures)
+            }
+            Event::SessionInvalid { context } => s.field("context", context),
+            Event::Rejected { method, status } => s.field("method", method).field("status", status),
+            Event::RecoveryTry { attempt, max } => s.field("attempt", attempt).field("max", max),
+            Event::RecoveryAborted { attempts, status } => {
+                s.field("attempts", attempts).field("status", status)
+            }
+        };
+        s.finish_non_exhaustive()
+    }
+}
+
+/// A one-line description without any token value.
+impl fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::LoggedIn { .. } => f.write_str("logged in"),
+            Event::LoginFailed { error, .. } => write!(f, "login failed: {error}"),
+            Event::Refreshed {
+                reason, expires_in, ..
+            } => match expires_in {
+                Some(left) => write!(
+                    f,
+                    "access token obtained ({}), expires in {}s",
+                    reason.as_str(),
+                    left.as_secs()
+                ),
+                None => write!(f, "access token obtained ({}), no expiry", reason.as_str()),
+            },
+            Event::RefreshFailed {
+                error,
+                consecutive_failures,
+                ..
+            } => write!(
+                f,
+                "token request failed ({consecutive_failures} in a row): {error}"
+            ),
+            Event::FailureThreshold { consecutive_failures } => {
+                write!(f, "{consecutive_failures} token requests failed in a row")
+            }
+            Event::SessionInvalid { .. } => {
+                f.write_str("session invalid: the refresh token was refused; session cleared")
+            }
+            Event::Rejected { method, status } => {
+                write!(f, "{method} rejected with HTTP {}", status.as_u16())
+            }
+            Event::RecoveryTry { attempt, max } => write!(f, "recovery attempt {attempt} of {max}"),
+            Event::RecoveryAborted { attempts, status } => write!(
+                f,
+                "recovery aborted after {attempts} attempts (HTTP {})",
+                status.as_u16()
+            ),
+        }
+    }
+}
+
+pub(crate) type Handler = Arc<dyn Fn(&Event<'_>) + Send + Sync>;
+
+/// Where a client's events go: the handlers, `tracing` and `metrics`.
 #[derive(Clone)]
-pub struct Events {
-    pub(crate) on_token_refresh: Option<MessageFn>,
-    pub(crate) on_auth_fail: Option<MessageFn>,
-    pub(crate) on_token_request_fail: Option<ErrorFn>,
-    pub(crate) on_recovery_try: Option<MessageFn>,
-    pub(crate) on_token_try_threshold: Option<CountFn>,
-    pub(crate) on_recovery_abort: Option<MessageFn>,
-    pub(crate) on_login: Option<LoginFn>,
-    pub(crate) on_error: Option<ContextErrorFn>,
-    pub(crate) on_refresh: Option<RefreshFn>,
-    pub(crate) on_refresh_error: Option<ContextErrorFn>,
-    pub(crate) on_session_invalid: Option<SessionFn>,
+pub(crate) struct Events {
+    handlers: Vec<Handler>,
     pub(crate) token_try_threshold: u64,
     pub(crate) add_token_to_logs: bool,
 }
@@ -50,18 +226,8 @@ pub struct Events {
 impl Default for Events {
     fn default() -> Self {
         Self {
-            on_token_refresh: None,
-            on_auth_fail: None,
-            on_token_request_fail: None,
-            on_recovery_try: None,
-            on_token_try_threshold: None,
-            on_recovery_abort: None,
-            on_login: None,
-            on_error: None,
-            on_refresh: None,
-            on_refresh_error: None,
-            on_session_invalid: None,
-            token_try_threshold: DEFAULT_TOKEN_TRY_THRESHOLD,
+            handlers: Vec::new(),
+            token_try_threshold: crate::defaults::TOKEN_TRY_THRESHOLD,
             add_token_to_logs: false,
         }
     }
@@ -70,106 +236,147 @@ impl Default for Events {
 impl fmt::Debug for Events {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Events")
+            .field("handlers", &self.handlers.len())
             .field("token_try_threshold", &self.token_try_threshold)
             .field("add_token_to_logs", &self.add_token_to_logs)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
 impl Events {
-    fn token_suffix(&self, token: Option<&AccessToken>) -> String {
-        match token {
+    pub(crate) fn add(&mut self, handler: Handler) {
+        self.handlers.push(handler);
+    }
+
+    /// Reports `event` to `tracing`, `metrics` and the handlers. A panicking handler is
+    /// contained and logged: it never breaks the request or the refresh that reported.
+    pub(crate) fn emit(&self, event: Event<'_>) {
+        self.trace(&event);
+        crate::metrics::event(&event);
+        for handler in &self.handlers {
+            if catch_unwind(AssertUnwindSafe(|| handler(&event))).is_err() {
+                tracing::error!(
+                    event = event.name(),
+                    "an event handler panicked; the panic was contained"
+                );
+            }
+        }
+        if let Event::RefreshFailed {
+            consecutive_failures, ..
+        } = event
+        {
+            let threshold = self.token_try_threshold;
+            if threshold > 0 && consecutive_failures % threshold == 0 {
+                self.emit(Event::FailureThreshold { consecutive_failures });
+            }
+        }
+    }
+
+    /// The access token for log messages: only with `add_token_to_logs`.
+    fn token_suffix(&self, tokens: &TokenRecord) -> String {
+        match &tokens.access_token {
             Some(token) if self.add_token_to_logs => format!(" (access_token: {})", token.secret()),
             _ => String::new(),
         }
     }
 
-    pub(crate) fn token_refreshed(&self, record: &TokenRecord, now: SystemTime) {
-        let expires_in = record
-            .expires_at
-            .and_then(|at| at.duration_since(now).ok())
-            .map(|d| d.as_secs());
-        let mut message = match expires_in {
-            Some(secs) => format!("access token refreshed, expires in {secs}s"),
-            None => "access token refreshed, no expiry".to_owned(),
-        };
-        message.push_str(&self.token_suffix(record.access_token.as_ref()));
-        tracing::info!(target: "tokenkit", expires_in_secs = expires_in, "{message}");
-        if let Some(cb) = &self.on_token_refresh {
-            cb(&message);
-        }
-    }
-
-    pub(crate) fn refreshed(&self, record: &TokenRecord, now: SystemTime, ctx: Option<&Context>) {
-        self.token_refreshed(record, now);
-        if let Some(cb) = &self.on_refresh {
-            cb(record, ctx);
-        }
-    }
-
-    pub(crate) fn logged_in(&self, record: &TokenRecord, body: &serde_json::Value, ctx: Option<&Context>) {
-        tracing::info!(target: "tokenkit", "logged in");
-        if let Some(cb) = &self.on_login {
-            cb(record, body, ctx);
-        }
-    }
-
-    pub(crate) fn login_failed(&self, error: &Error, ctx: Option<&Context>) {
-        tracing::warn!(target: "tokenkit", error = %error, "login failed");
-        if let Some(cb) = &self.on_error {
-            cb(error, ctx);
-        }
-    }
-
-    pub(crate) fn session_invalid(&self, ctx: Option<&Context>) {
-        tracing::warn!(target: "tokenkit", "session invalid: the refresh token was rejected; session cleared");
-        if let Some(cb) = &self.on_session_invalid {
-            cb(ctx);
-        }
-    }
-
-    pub(crate) fn token_request_failed(&self, error: &Error, failures: u64, ctx: Option<&Context>) {
-        tracing::warn!(target: "tokenkit", failures, error = %error, "token request failed");
-        if let Some(cb) = &self.on_token_request_fail {
-            cb(error);
-        }
-        if let Some(cb) = &self.on_refresh_error {
-            cb(error, ctx);
-        }
-        let threshold = self.token_try_threshold;
-        if threshold > 0 && failures % threshold == 0 {
-            tracing::warn!(target: "tokenkit", failures, "token request failure threshold reached");
-            if let Some(cb) = &self.on_token_try_threshold {
-                cb(failures);
+    /// One `tracing` event per moment. A rejection that is about to be recovered is routine
+    /// (DEBUG); what a user must look at is a WARN.
+    fn trace(&self, event: &Event<'_>) {
+        let name = event.name();
+        match event {
+            Event::LoggedIn { tokens, .. } => {
+                tracing::info!(event = name, "{event}{}", self.token_suffix(tokens))
             }
+            Event::Refreshed {
+                tokens,
+                reason,
+                expires_in,
+                ..
+            } => tracing::info!(
+                event = name,
+                reason = reason.as_str(),
+                expires_in_secs = expires_in.map(|d| d.as_secs()),
+                "{event}{}",
+                self.token_suffix(tokens)
+            ),
+            Event::RefreshFailed {
+                reason,
+                consecutive_failures,
+                ..
+            } => tracing::warn!(
+                event = name,
+                reason = reason.as_str(),
+                consecutive_failures,
+                "{event}"
+            ),
+            Event::LoginFailed { .. } | Event::FailureThreshold { .. } | Event::RecoveryAborted { .. } => {
+                tracing::warn!(event = name, "{event}")
+            }
+            Event::SessionInvalid { .. } => tracing::info!(event = name, "{event}"),
+            Event::Rejected { status, .. } => {
+                tracing::debug!(event = name, status = status.as_u16(), "{event}")
+            }
+            Event::RecoveryTry { attempt, .. } => tracing::debug!(event = name, attempt, "{event}"),
         }
     }
+}
 
-    pub(crate) fn auth_failed(&self, status: StatusCode, token: Option<&AccessToken>) {
-        let message = format!(
-            "request rejected with HTTP {}{}",
-            status.as_u16(),
-            self.token_suffix(token)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn a_panicking_handler_is_contained_and_the_others_still_run() {
+        let seen = Arc::new(AtomicU64::new(0));
+        let mut events = Events::default();
+        events.add(Arc::new(|_: &Event<'_>| panic!("handler bug")));
+        let counter = Arc::clone(&seen);
+        events.add(Arc::new(move |_: &Event<'_>| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }));
+        events.emit(Event::RecoveryTry { attempt: 1, max: 5 });
+        assert_eq!(seen.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn the_threshold_fires_at_each_multiple_only() {
+        let thresholds = Arc::new(AtomicU64::new(0));
+        let mut events = Events {
+            token_try_threshold: 3,
+            ..Events::default()
+        };
+        let seen = Arc::clone(&thresholds);
+        events.add(Arc::new(move |event: &Event<'_>| {
+            if let Event::FailureThreshold { .. } = event {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+        let error = Error::config("x");
+        for failures in 1..=7 {
+            events.emit(Event::RefreshFailed {
+                error: &error,
+                reason: FetchReason::Needed,
+                consecutive_failures: failures,
+                context: None,
+            });
+        }
+        assert_eq!(thresholds.load(Ordering::Relaxed), 2, "at 3 and 6");
+    }
+
+    #[test]
+    fn display_carries_no_token() {
+        let record = TokenRecord::new(
+            crate::token::AccessToken::new("secret-access"),
+            std::time::UNIX_EPOCH,
         );
-        tracing::warn!(target: "tokenkit", status = status.as_u16(), "{message}");
-        if let Some(cb) = &self.on_auth_fail {
-            cb(&message);
-        }
-    }
-
-    pub(crate) fn recovery_try(&self, attempt: u32, max: u32, token: Option<&AccessToken>) {
-        let message = format!("recovery attempt {attempt} of {max}{}", self.token_suffix(token));
-        tracing::info!(target: "tokenkit", attempt, max, "{message}");
-        if let Some(cb) = &self.on_recovery_try {
-            cb(&message);
-        }
-    }
-
-    pub(crate) fn recovery_aborted(&self, attempts: u32) {
-        let message = format!("recovery aborted after {attempts} attempts");
-        tracing::error!(target: "tokenkit", attempts, "{message}");
-        if let Some(cb) = &self.on_recovery_abort {
-            cb(&message);
-        }
+        let body = serde_json::json!({"access_token": "secret-access"});
+        let event = Event::LoggedIn {
+            tokens: &record,
+            response: &body,
+            context: None,
+        };
+        assert!(!format!("{event} {event:?}").contains("secret-access"));
     }
 }

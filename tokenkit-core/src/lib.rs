@@ -37,48 +37,50 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod client;
-pub mod context;
-pub mod error;
-pub mod events;
+mod client;
+mod context;
+pub mod defaults;
+mod error;
+mod events;
 mod header;
-pub mod policy;
-pub mod redact;
-pub mod rotation;
-pub mod runtime;
-pub mod source;
-pub mod store;
-pub mod token;
-pub mod transport;
+mod metrics;
+mod policy;
+mod redact;
+mod rotation;
+mod runtime;
+mod source;
+mod store;
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;
+mod token;
+mod transport;
 mod urls;
 
 pub use async_trait::async_trait;
+pub use cookie;
 pub use http;
 
 pub use client::{
     api, set_config, set_default_client, Api, ApiResponse, AuthOverride, Backoff, Client, ClientBuilder,
-    LoginOptions, RefreshOptions, RequestBuilder, RetryConfig, DEFAULT_TIMEOUT,
+    ErrorInterceptor, LoginOptions, RefreshOptions, RequestBuilder, RequestInterceptor, ResponseInterceptor,
+    RetryConfig,
 };
 pub use context::{
-    current_context, run_with_context, Context, ContextProvider, FnContextProvider, HeaderResolver,
-    Operation, TaskContextProvider,
+    run_with_context, Context, ContextProvider, FnContextProvider, Operation, TaskContextProvider,
 };
-pub use cookie;
 pub use error::{AuthFailure, Error, ErrorKind, OAuthError};
-pub use events::DEFAULT_TOKEN_TRY_THRESHOLD;
-pub use policy::{
-    parse_duration, Freshness, RefreshPolicy, StandardPolicy, DEFAULT_CLOCK_SKEW, DEFAULT_GRACE_WINDOW,
-    DEFAULT_MAX_RECOVERY_TRIES, DEFAULT_MIN_INTERVAL, DEFAULT_REFRESH_BEFORE, DEFAULT_REFRESH_BUFFER,
-};
-pub use rotation::{Coordinator, InProcessCoordinator, RotationStats, SessionKey};
-pub use runtime::{Clock, Runtime, Sleep, Spawn, SystemClock};
+pub use events::Event;
+pub use policy::{parse_duration, Freshness, RefreshPolicy, StandardPolicy};
+pub use rotation::{Coordinator, InProcessCoordinator, Lease, Role, RotationStats, SessionKey, SessionKind};
+pub use runtime::{BoxFuture, Clock, Runtime, Sleep, Spawn, SpawnError, SystemClock};
 pub use source::{
     AuthContentType, ClientAuth, ClientSecret, EndpointConfig, FetchReason, FetchRequest, FieldMapping,
-    OAuth2Config, ProvidedToken, ProviderSource, RefreshHints, TokenSource,
+    OAuth2Config, ProvidedToken, TokenSource,
 };
 pub use store::{
     CookieConfig, CookieStore, MemorySessionBackend, MemoryStore, SessionBackend, SessionId, SessionStore,
     StoreScope, TokenStore,
 };
-pub use token::{AccessToken, RefreshToken, TokenBundle, TokenRecord};
+pub use token::{AccessToken, RefreshToken, TokenRecord};
 pub use transport::{transport_fn, Transport, TransportError, TransportErrorKind};

@@ -1,33 +1,11 @@
 //! When to refresh: a pure, synchronous classifier of token records.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 
 use crate::token::TokenRecord;
-
-/// Default proactive window of session mode: refresh 5 minutes before expiry.
-pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
-/// Default allowance for clock differences between client and server.
-pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
-/// Default minimum time between two proactive refreshes of one session.
-pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(30);
-/// Default proactive window of provider mode (`refresh_buffer`).
-pub const DEFAULT_REFRESH_BUFFER: Duration = Duration::from_secs(10);
-/// Default number of recoveries (new token + replay) after a rejected response.
-pub const DEFAULT_MAX_RECOVERY_TRIES: u32 = 5;
-/// Default pause after a failed proactive refresh before the next proactive attempt (the
-/// still-valid token is used meanwhile), so a failing token endpoint is not called on every
-/// request of the proactive window.
-pub const DEFAULT_PROACTIVE_RETRY_DELAY: Duration = Duration::from_secs(5);
-/// Default grace window: for this long after a rotation, requests still presenting the old
-/// refresh token get the new tokens instead of rotating again.
-pub const DEFAULT_GRACE_WINDOW: Duration = Duration::from_secs(5);
-/// Default jitter, as a fraction of the proactive window, added to spread refreshes of many
-/// clients holding tokens with the same expiry.
-pub const DEFAULT_JITTER_FRACTION: f64 = 0.1;
 
 /// How usable a token record is at an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,20 +36,32 @@ pub trait RefreshPolicy: Send + Sync + fmt::Debug {
     /// Whether a response status means "the token was rejected" (triggers recovery).
     fn is_rejection(&self, status: StatusCode) -> bool;
 
+    /// Whether a final response status (after any recovery) is an authentication failure
+    /// (an [`AuthFailure::Rejected`](crate::AuthFailure::Rejected) error) rather than a plain
+    /// status error. By default: a status this policy recovers from, or 403.
+    fn is_auth_failure(&self, status: StatusCode) -> bool {
+        self.is_rejection(status) || is_auth_failure_by_default(status)
+    }
+
     /// How many times one request is recovered (new token, replay) before giving up.
     fn max_recovery_tries(&self) -> u32;
 
     /// How long to keep using a still-valid token after a failed proactive refresh before
     /// trying again. Mandatory refreshes (missing or expired token) are never delayed.
     fn proactive_retry_delay(&self) -> Duration {
-        DEFAULT_PROACTIVE_RETRY_DELAY
+        crate::defaults::PROACTIVE_RETRY_DELAY
     }
 
     /// How long a rotated-away refresh token still maps to its successor (so parallel requests
     /// carrying it do not rotate twice).
     fn grace_window(&self) -> Duration {
-        DEFAULT_GRACE_WINDOW
+        crate::defaults::GRACE_WINDOW
     }
+}
+
+/// The statuses that are authentication failures whatever the policy: 401 and 403.
+pub(crate) fn is_auth_failure_by_default(status: StatusCode) -> bool {
+    matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
 }
 
 /// The standard policy.
@@ -89,22 +79,15 @@ pub trait RefreshPolicy: Send + Sync + fmt::Debug {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct StandardPolicy {
-    /// The proactive window before expiry.
-    pub refresh_before: Duration,
-    /// Allowance for clock differences between client and server.
-    pub clock_skew: Duration,
-    /// Minimum time since the last refresh before a proactive refresh.
-    pub min_interval: Duration,
-    /// Jitter as a fraction (0.0–1.0) of `refresh_before`.
-    pub jitter: f64,
-    /// Statuses that mean "token rejected" (default `[401]`).
-    pub refresh_on_status: Vec<StatusCode>,
-    /// Recoveries per request before giving up (default 5).
-    pub max_recovery_tries: u32,
-    /// Pause after a failed proactive refresh (default 5 s).
-    pub proactive_retry_delay: Duration,
-    /// Grace window after a rotation (default 5 s).
-    pub grace_window: Duration,
+    refresh_before: Duration,
+    clock_skew: Duration,
+    min_interval: Duration,
+    /// Percent of `refresh_before`, at most 100.
+    jitter_percent: u8,
+    refresh_on_status: Vec<StatusCode>,
+    max_recovery_tries: u32,
+    proactive_retry_delay: Duration,
+    grace_window: Duration,
 }
 
 impl Default for StandardPolicy {
@@ -112,14 +95,14 @@ impl Default for StandardPolicy {
     /// interval, 10 % jitter, recover on 401 up to 5 times.
     fn default() -> Self {
         Self {
-            refresh_before: DEFAULT_REFRESH_BEFORE,
-            clock_skew: DEFAULT_CLOCK_SKEW,
-            min_interval: DEFAULT_MIN_INTERVAL,
-            jitter: DEFAULT_JITTER_FRACTION,
+            refresh_before: crate::defaults::REFRESH_BEFORE,
+            clock_skew: crate::defaults::CLOCK_SKEW,
+            min_interval: crate::defaults::MIN_INTERVAL,
+            jitter_percent: crate::defaults::JITTER_PERCENT,
             refresh_on_status: vec![StatusCode::UNAUTHORIZED],
-            max_recovery_tries: DEFAULT_MAX_RECOVERY_TRIES,
-            proactive_retry_delay: DEFAULT_PROACTIVE_RETRY_DELAY,
-            grace_window: DEFAULT_GRACE_WINDOW,
+            max_recovery_tries: crate::defaults::MAX_RECOVERY_TRIES,
+            proactive_retry_delay: crate::defaults::PROACTIVE_RETRY_DELAY,
+            grace_window: crate::defaults::GRACE_WINDOW,
         }
     }
 }
@@ -129,7 +112,7 @@ impl StandardPolicy {
     /// no minimum interval; otherwise as [`Default`].
     pub fn provider() -> Self {
         Self {
-            refresh_before: DEFAULT_REFRESH_BUFFER,
+            refresh_before: crate::defaults::REFRESH_BUFFER,
             clock_skew: Duration::ZERO,
             min_interval: Duration::ZERO,
             ..Self::default()
@@ -154,13 +137,11 @@ impl StandardPolicy {
         self
     }
 
-    /// Sets the jitter fraction (clamped to 0.0–1.0; NaN counts as 0).
-    pub fn jitter(mut self, fraction: f64) -> Self {
-        self.jitter = if fraction.is_nan() {
-            0.0
-        } else {
-            fraction.clamp(0.0, 1.0)
-        };
+    /// Sets the jitter: up to `percent` % of the proactive window is added per token, to
+    /// spread the refreshes of many clients whose tokens expire together. Values above 100
+    /// count as 100; 0 disables it.
+    pub fn jitter_percent(mut self, percent: u8) -> Self {
+        self.jitter_percent = percent.min(100);
         self
     }
 
@@ -189,20 +170,19 @@ impl StandardPolicy {
     }
 
     fn jitter_for(&self, record: &TokenRecord) -> Duration {
-        // The field is public: NaN, infinities and out-of-range values are read as the
-        // setter would have clamped them, so the hot path can never panic.
-        let fraction = if self.jitter.is_nan() {
-            0.0
-        } else {
-            self.jitter.clamp(0.0, 1.0)
-        };
-        if fraction == 0.0 || self.refresh_before.is_zero() {
+        if self.jitter_percent == 0 || self.refresh_before.is_zero() {
             return Duration::ZERO;
         }
-        // A deterministic value in [0, 1) from the token's fingerprint.
-        let unit = (record.fingerprint() >> 11) as f64 / (1u64 << 53) as f64;
-        Duration::try_from_secs_f64(self.refresh_before.as_secs_f64() * fraction * unit)
-            .unwrap_or(self.refresh_before)
+        // Integer arithmetic: exact and panic-free for any window, Duration::MAX included.
+        // A deterministic share in [0, 1) of the maximum, from the token's fingerprint.
+        let max = self.refresh_before.as_nanos() * u128::from(self.jitter_percent.min(100)) / 100;
+        let nanos = max * u128::from(record.fingerprint() % 1024) / 1024;
+        const NANOS_PER_SEC: u128 = 1_000_000_000;
+        match u64::try_from(nanos / NANOS_PER_SEC) {
+            // The remainder is below 10^9, so it fits in u32.
+            Ok(secs) => Duration::new(secs, (nanos % NANOS_PER_SEC) as u32),
+            Err(_) => Duration::MAX,
+        }
     }
 }
 
@@ -254,21 +234,22 @@ impl RefreshPolicy for StandardPolicy {
     }
 }
 
-/// A duration string could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid duration {input:?}: expected a whole number followed by ms, s, m, h or d (e.g. \"30s\", \"5m\")"
-)]
-pub struct DurationParseError {
-    input: String,
-}
-
 /// Parses durations written as a whole number and a unit: `"500ms"`, `"30s"`, `"5m"`, `"1h"`,
 /// `"2d"`. A bare number means seconds. Surrounding whitespace is ignored; anything else
 /// (negative numbers, fractions, unknown units, overflow) is an error.
-pub fn parse_duration(input: &str) -> Result<Duration, DurationParseError> {
-    let err = || DurationParseError {
-        input: input.chars().take(64).collect(),
+///
+/// ```
+/// # use std::time::Duration;
+/// assert_eq!(tokenkit_core::parse_duration("5m")?, Duration::from_secs(300));
+/// assert!(tokenkit_core::parse_duration("-5m").is_err());
+/// # Ok::<(), tokenkit_core::Error>(())
+/// ```
+pub fn parse_duration(input: &str) -> Result<Duration, crate::error::Error> {
+    let err = || {
+        let shown: String = input.chars().take(32).filter(|c| !c.is_control()).collect();
+        crate::error::Error::config(format!(
+            "invalid duration {shown:?}: expected a whole number followed by ms, s, m, h or d (e.g. \"30s\", \"5m\")"
+        ))
     };
     let text = input.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -291,24 +272,6 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationParseError> {
         .ok_or_else(err)
 }
 
-/// A [`Duration`] that parses from the strings [`parse_duration`] accepts, for configuration
-/// structs and `"5m".parse()`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DurationStr(pub Duration);
-
-impl FromStr for DurationStr {
-    type Err = DurationParseError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_duration(s).map(DurationStr)
-    }
-}
-
-impl From<DurationStr> for Duration {
-    fn from(value: DurationStr) -> Self {
-        value.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,15 +290,16 @@ mod tests {
     }
 
     fn no_jitter() -> StandardPolicy {
-        StandardPolicy::default().jitter(0.0)
+        StandardPolicy::default().jitter_percent(0)
     }
 
     #[test]
-    fn non_finite_or_out_of_range_jitter_never_panics() {
+    fn extreme_windows_and_jitter_never_panic() {
         let lifetime = 3600;
-        for jitter in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, 7.5, f64::MAX] {
-            let mut p = StandardPolicy::default().refresh_before(Duration::MAX);
-            p.jitter = jitter; // the public field bypasses the clamping setter
+        for percent in [0, 1, 100, 255] {
+            let p = StandardPolicy::default()
+                .refresh_before(Duration::MAX)
+                .jitter_percent(percent);
             for secs in [0, 1000, 1799, 1800, 3599, 3600, 9999] {
                 let _ = p.freshness(Some(&record(lifetime)), at(secs));
             }
@@ -375,7 +339,7 @@ mod tests {
         assert_eq!(p.freshness(Some(&r), at(29)), Freshness::Fresh);
         assert_eq!(p.freshness(Some(&r), at(30)), Freshness::Expired);
         // Provider defaults: 10 s buffer, no skew: stale from 50 s, expired at 60 s.
-        let p = StandardPolicy::provider().jitter(0.0);
+        let p = StandardPolicy::provider().jitter_percent(0);
         assert_eq!(p.freshness(Some(&r), at(49)), Freshness::Fresh);
         assert_eq!(p.freshness(Some(&r), at(50)), Freshness::Stale);
         assert_eq!(p.freshness(Some(&r), at(60)), Freshness::Expired);
@@ -416,7 +380,7 @@ mod tests {
         let p = StandardPolicy::default()
             .clock_skew(Duration::ZERO)
             .refresh_before(Duration::from_secs(1000))
-            .jitter(0.5);
+            .jitter_percent(50);
         let mut stale_starts = std::collections::HashSet::new();
         for i in 0..50 {
             let r = TokenRecord::new(AccessToken::new(format!("tok-{i}")), UNIX_EPOCH)
@@ -451,7 +415,6 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration(" 45 ").unwrap(), Duration::from_secs(45));
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
-        assert_eq!("5m".parse::<DurationStr>().unwrap().0, Duration::from_secs(300));
         for bad in [
             "",
             "s",
@@ -492,13 +455,13 @@ mod tests {
             lifetime in 1u64..1_000_000,
             before in 0u64..100_000,
             skew in 0u64..10_000,
-            jitter in 0.0f64..1.0,
+            jitter in 0u8..=100,
         ) {
             let p = StandardPolicy::default()
                 .refresh_before(Duration::from_secs(before))
                 .clock_skew(Duration::from_secs(skew))
                 .min_interval(Duration::ZERO)
-                .jitter(jitter);
+                .jitter_percent(jitter);
             let r = record(lifetime);
             // Strictly before half-life the token is never expired or stale.
             let t = (lifetime - 1) / 2;

@@ -4,24 +4,14 @@ use std::fmt;
 
 use http::header::{HeaderMap, HeaderName};
 
-/// Header names whose values are credentials; always printed as `[redacted]`.
-pub const SENSITIVE_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-    "x-auth-token",
-];
-
 /// Whether `name` carries credentials.
-pub fn is_sensitive_header(name: &HeaderName) -> bool {
-    SENSITIVE_HEADERS.contains(&name.as_str())
+pub(crate) fn is_sensitive_header(name: &HeaderName) -> bool {
+    crate::defaults::SENSITIVE_HEADERS.contains(&name.as_str())
 }
 
 /// A `Debug` view of headers with credential values replaced by `[redacted]` (by name, or
 /// because the value is marked sensitive).
-pub struct RedactedHeaders<'a>(pub &'a HeaderMap);
+pub(crate) struct RedactedHeaders<'a>(pub &'a HeaderMap);
 
 impl fmt::Debug for RedactedHeaders<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -53,10 +53,6 @@ secret!(
     RefreshToken
 );
 
-/// The largest lifetime tokenkit accepts for a token (100 years); anything beyond is treated
-/// as a malformed response rather than silently overflowing time arithmetic.
-pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
 /// What a store keeps for one session: the tokens, when they expire and when they were obtained.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -112,9 +108,6 @@ impl fmt::Debug for HeaderCache {
         f.write_str("..")
     }
 }
-
-/// What a login returns: the stored token record (tokens, expiry, session payload).
-pub type TokenBundle = TokenRecord;
 
 impl TokenRecord {
     /// A record holding `access_token`, obtained at `obtained_at`, with no expiry.
@@ -185,11 +178,11 @@ impl TokenRecord {
 
     /// Sets the expiry relative to `obtained_at`, rejecting absurd lifetimes.
     pub fn with_expires_in(mut self, lifetime: Duration) -> Result<Self, Error> {
-        if lifetime > MAX_TOKEN_LIFETIME {
+        if lifetime > crate::defaults::MAX_TOKEN_LIFETIME {
             return Err(Error::invalid_token(format!(
                 "token lifetime of {}s exceeds the maximum of {}s",
                 lifetime.as_secs(),
-                MAX_TOKEN_LIFETIME.as_secs()
+                crate::defaults::MAX_TOKEN_LIFETIME.as_secs()
             )));
         }
         let expires_at = self
@@ -254,7 +247,7 @@ impl TokenRecord {
 
 /// The claims of a JWT (`header.claims.signature`), decoded **without verifying** the
 /// signature: fit for display and expiry hints, never for authorisation decisions.
-pub fn jwt_claims(token: &str) -> Option<serde_json::Value> {
+pub(crate) fn jwt_claims(token: &str) -> Option<serde_json::Value> {
     use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
     use base64::Engine;
     let mut parts = token.split('.');
@@ -326,7 +319,10 @@ mod tests {
     #[test]
     fn absurd_lifetimes_are_rejected() {
         let record = TokenRecord::new(AccessToken::new("a"), UNIX_EPOCH);
-        assert!(record.clone().with_expires_in(MAX_TOKEN_LIFETIME * 2).is_err());
+        assert!(record
+            .clone()
+            .with_expires_in(crate::defaults::MAX_TOKEN_LIFETIME * 2)
+            .is_err());
         let ok = record.with_expires_in(Duration::from_secs(60)).unwrap();
         assert_eq!(ok.lifetime(), Some(Duration::from_secs(60)));
     }

@@ -34,6 +34,14 @@ pub trait Transport: Send + Sync + fmt::Debug {
     async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError>;
 }
 
+/// A shared transport is a transport: `builder.transport(Arc::clone(&transport))`.
+#[async_trait]
+impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
+    async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
+        (**self).send(request).await
+    }
+}
+
 /// The class of a transport failure; tokenkit decides retries from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -41,7 +41,7 @@ use isahc::{AsyncBody, HttpClient};
 use std::sync::OnceLock;
 
 use futures_executor::ThreadPool;
-use tokenkit_core::runtime::{BoxFuture, Runtime, Sleep, Spawn, SpawnError};
+use tokenkit_core::{BoxFuture, Runtime, Sleep, Spawn, SpawnError};
 use tokenkit_core::{Client, ClientBuilder, Error, ErrorKind, Transport, TransportError, TransportErrorKind};
 
 pub use isahc;

@@ -53,7 +53,7 @@ impl Outage {
     /// Notes a failed command; `true` when the caller should fall back (fail open).
     pub(crate) fn failed(&self, policy: WhenUnavailable, what: &str, err: &Error) -> bool {
         if !self.down.swap(true, Ordering::AcqRel) {
-            tracing::warn!(target: "tokenkit_redis", error = %err, policy = ?policy, "Redis is unavailable ({what})");
+            tracing::warn!(error = %err, policy = ?policy, "Redis is unavailable ({what})");
         }
         policy == WhenUnavailable::FailOpen
     }
@@ -61,7 +61,7 @@ impl Outage {
     /// Notes a command that worked.
     pub(crate) fn ok(&self) {
         if self.down.swap(false, Ordering::AcqRel) {
-            tracing::info!(target: "tokenkit_redis", "Redis is reachable again");
+            tracing::info!("Redis is reachable again");
         }
     }
 }

@@ -8,8 +8,8 @@ use std::future::Future;
 
 use async_trait::async_trait;
 use redis::{AsyncCommands, Script};
-use tokenkit_core::rotation::{Lease, Role};
 use tokenkit_core::{Coordinator, Error, InProcessCoordinator, SessionKey, TokenRecord};
+use tokenkit_core::{Lease, Role};
 
 use crate::connection::{redis_error, Outage, RedisConnection, WhenUnavailable};
 use crate::encryption::{AtRest, Encryption};

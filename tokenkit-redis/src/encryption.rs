@@ -7,7 +7,6 @@ use base64::engine::general_purpose::STANDARD_NO_PAD as BASE64;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use tokenkit_core::store::{decode_record, encode_record};
 use tokenkit_core::{Error, ErrorKind, TokenRecord};
 
 /// The prefix of an encrypted value: `tk1.<key id>.<base64(nonce ‖ ciphertext)>`.
@@ -123,7 +122,7 @@ pub(crate) struct AtRest(pub(crate) Option<Encryption>);
 impl AtRest {
     /// The value to store under `redis_key`.
     pub(crate) fn encode(&self, redis_key: &str, record: &TokenRecord) -> Result<String, Error> {
-        let plaintext = encode_record(record)?;
+        let plaintext = record.encode()?;
         match &self.0 {
             Some(encryption) => encryption.seal(redis_key, &plaintext),
             None => Ok(plaintext),
@@ -137,9 +136,9 @@ impl AtRest {
             Some(encryption) => encryption.open(redis_key, value),
             None => Some(value.to_owned()),
         };
-        let record = opened.as_deref().and_then(decode_record);
+        let record = opened.as_deref().and_then(TokenRecord::decode);
         if record.is_none() {
-            tracing::warn!(target: "tokenkit_redis", "a stored record does not open or decode; treated as absent");
+            tracing::warn!("a stored record does not open or decode; treated as absent");
         }
         record.map(Arc::new)
     }

@@ -3,8 +3,8 @@
 //! never by the token itself.
 
 use sha2::{Digest, Sha256};
-use tokenkit_core::rotation::SessionKind;
 use tokenkit_core::SessionKey;
+use tokenkit_core::SessionKind;
 
 /// The keys of one session.
 #[derive(Debug, Clone, PartialEq, Eq)]

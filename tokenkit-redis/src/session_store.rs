@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use redis::Script;
 use sha2::{Digest, Sha256};
 use tokenkit_core::cookie::{Cookie, SameSite};
-use tokenkit_core::store::cookie::DEFAULT_COOKIE_MAX_AGE;
+use tokenkit_core::defaults::COOKIE_MAX_AGE as DEFAULT_COOKIE_MAX_AGE;
 use tokenkit_core::{Context, Error, ErrorKind, SessionId, StoreScope, TokenRecord, TokenStore};
 
 use crate::connection::{redis_error, Outage, RedisConnection, WhenUnavailable};
@@ -203,7 +203,9 @@ impl RedisSessionStore {
                     copy.written_over = None;
                 }
             } else {
-                tracing::warn!(target: "tokenkit_redis", "a session rotated during the outage was rotated elsewhere too; keeping the stored one");
+                tracing::warn!(
+                    "a session rotated during the outage was rotated elsewhere too; keeping the stored one"
+                );
                 copies.copies.remove(&key);
             }
         }

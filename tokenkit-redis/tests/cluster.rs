@@ -7,8 +7,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
-use tokenkit_core::rotation::contract::{self, Harness};
-use tokenkit_core::runtime::{BoxFuture, ManualClock};
+use tokenkit_core::testing::contract::{self, Harness};
+use tokenkit_core::testing::ManualClock;
+use tokenkit_core::BoxFuture;
 use tokenkit_core::{
     run_with_context, AccessToken, Context, Coordinator, EndpointConfig, ErrorKind, LoginOptions,
     RefreshToken, SessionId, StandardPolicy, TokenRecord, TokenStore,
@@ -79,7 +80,7 @@ async fn on_a_three_master_cluster() {
                 .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh"))
                 .store(RedisSessionStore::new(connection(&cluster).await).insecure_cookie_for_development())
                 .coordinator(RedisCoordinator::new(connection(&cluster).await))
-                .policy(StandardPolicy::default().jitter(0.0))
+                .policy(StandardPolicy::default().jitter_percent(0))
                 .build()
                 .unwrap(),
         );

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use tokenkit_core::rotation::contract::{self, Harness};
-use tokenkit_core::runtime::BoxFuture;
+use tokenkit_core::testing::contract::{self, Harness};
+use tokenkit_core::BoxFuture;
 use tokenkit_core::Coordinator;
 use tokenkit_redis::RedisCoordinator;
 

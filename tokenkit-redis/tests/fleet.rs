@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
-use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::testing::ManualClock;
 use tokenkit_core::{
     run_with_context, Client, CookieConfig, CookieStore, EndpointConfig, LoginOptions, StandardPolicy,
 };
@@ -20,7 +20,7 @@ async fn replica(server: &AuthServer, clock: &ManualClock, redis: &str) -> Clien
         .clock(clock.clone())
         .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh"))
         .store(CookieStore::new(CookieConfig::new().secure(false)))
-        .policy(StandardPolicy::default().jitter(0.0))
+        .policy(StandardPolicy::default().jitter_percent(0))
         .coordinator(RedisCoordinator::connect(redis).await.unwrap().prefix("fleet"))
         .build()
         .unwrap()

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
-use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::testing::ManualClock;
 use tokenkit_core::{
     run_with_context, AccessToken, Client, Context, EndpointConfig, ErrorKind, LoginOptions, RefreshToken,
     SessionId, StandardPolicy, TokenRecord, TokenStore,
@@ -30,7 +30,7 @@ async fn replica(server: &AuthServer, clock: &ManualClock, redis: &str) -> Clien
         .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh").logout("/auth/logout"))
         .store(store(redis, "app").await)
         .coordinator(RedisCoordinator::connect(redis).await.unwrap().prefix("app"))
-        .policy(StandardPolicy::default().jitter(0.0))
+        .policy(StandardPolicy::default().jitter_percent(0))
         .build()
         .unwrap()
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::Value;
-use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::testing::ManualClock;
 use tokenkit_core::{Client, StandardPolicy};
 use tokenkit_redis::{RedisCoordinator, RedisTokenSlot};
 use tokenkit_tests::redis::retry_while_reconnecting;
@@ -18,7 +18,7 @@ async fn replica(server: &AuthServer, clock: &ManualClock, redis: &str) -> Clien
     tokenkit_reqwest::builder(server.url())
         .clock(clock.clone())
         .provider(token_provider(server.token_url()))
-        .policy(StandardPolicy::provider().jitter(0.0))
+        .policy(StandardPolicy::provider().jitter_percent(0))
         .store(RedisTokenSlot::connect(redis, "billing-api").await.unwrap())
         .coordinator(
             RedisCoordinator::connect(redis)
@@ -107,7 +107,7 @@ async fn redis_killed_mid_fleet_fails_open_and_coordination_resumes_when_it_is_b
             tokenkit_reqwest::builder(server.url())
                 .clock(clock.clone())
                 .provider(token_provider(server.token_url()))
-                .policy(StandardPolicy::provider().jitter(0.0))
+                .policy(StandardPolicy::provider().jitter_percent(0))
                 .store(slot)
                 .coordinator(coordinator)
                 .build()

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use tokenkit_core::runtime::{BoxFuture, Runtime, Sleep, Spawn, SpawnError};
+use tokenkit_core::{BoxFuture, Runtime, Sleep, Spawn, SpawnError};
 
 /// Sleeps with `tokio::time::sleep`.
 #[derive(Debug, Default, Clone, Copy)]

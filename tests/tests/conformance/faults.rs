@@ -133,7 +133,7 @@ pub(crate) async fn resource_401_forever<A: Adapter>() {
     w.server.set_resource_mode(ResourceMode::AlwaysUnauthorized);
     let err = user_of(&client, &browser).await.unwrap_err();
     assert_eq!(err.auth_failure(), Some(AuthFailure::RecoveryExhausted));
-    assert_eq!(w.recorder.count("recovery_abort"), 1);
+    assert_eq!(w.recorder.count("recovery_aborted"), 1);
     w.server.set_resource_mode(ResourceMode::Normal);
     assert_eq!(
         user_of(&client, &browser).await.unwrap(),

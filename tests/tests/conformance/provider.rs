@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tokenkit_core::{AuthFailure, ErrorKind, RetryConfig, Runtime};
+use tokenkit_core::{AuthFailure, ErrorKind, RetryConfig, Runtime, StandardPolicy};
 use tokenkit_tests::{AuthServer, Fault};
 
 use crate::adapters::Adapter;
@@ -18,7 +18,7 @@ pub(crate) async fn a_failed_proactive_refresh_keeps_the_token_and_pauses<A: Ada
     w.server.fail_next_token_requests(1, Fault::Status(503));
     assert_eq!(get_id(&client, "/api/a").await, 1, "the valid token is used");
     let recorder = w.recorder.clone();
-    eventually(move || recorder.count("token_request_fail") == 1).await;
+    eventually(move || recorder.count("refresh_failed") == 1).await;
     for _ in 0..5 {
         assert_eq!(get_id(&client, "/api/a").await, 1);
     }
@@ -30,7 +30,7 @@ pub(crate) async fn a_failed_proactive_refresh_keeps_the_token_and_pauses<A: Ada
     w.clock.advance(Duration::from_secs(5));
     get_id(&client, "/api/a").await;
     let recorder = w.recorder.clone();
-    eventually(move || recorder.count("token_refresh") == 2).await;
+    eventually(move || recorder.count("refreshed") == 2).await;
     assert_eq!(
         get_id(&client, "/api/a").await,
         2,
@@ -54,7 +54,13 @@ pub(crate) async fn short_lived_tokens_cause_no_refetch_loop<A: Adapter>() {
 
 pub(crate) async fn zero_recoveries_and_configurable_rejection_statuses<A: Adapter>() {
     let w = world();
-    let client = w.provider_builder::<A>().max_recovery_tries(0).build().unwrap();
+    // The world's builder sets a policy, so the settings go on the policy (a builder override
+    // together with .policy(..) is a build error).
+    let client = w
+        .provider_builder::<A>()
+        .policy(StandardPolicy::provider().jitter_percent(0).max_recovery_tries(0))
+        .build()
+        .unwrap();
     get_id(&client, "/api/a").await;
     w.server.revoke_all();
     let err = client.get("/api/a").send::<Value>().await.unwrap_err();
@@ -63,7 +69,11 @@ pub(crate) async fn zero_recoveries_and_configurable_rejection_statuses<A: Adapt
 
     let client = w
         .provider_builder::<A>()
-        .refresh_on_status([http::StatusCode::UNAUTHORIZED, http::StatusCode::FORBIDDEN])
+        .policy(
+            StandardPolicy::provider()
+                .jitter_percent(0)
+                .refresh_on_status([http::StatusCode::UNAUTHORIZED, http::StatusCode::FORBIDDEN]),
+        )
         .build()
         .unwrap();
     get_id(&client, "/api/a").await;
@@ -78,7 +88,7 @@ pub(crate) async fn header_name_and_formatter<A: Adapter>() {
     let client = w
         .provider_builder::<A>()
         .header_name("x-auth")
-        .formatter(|token| format!("Token {token}"))
+        .format_token(|token, _| format!("Token {token}"))
         .build()
         .unwrap();
     client.get("/public/x").send::<Value>().await.unwrap();

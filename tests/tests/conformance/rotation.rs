@@ -67,7 +67,7 @@ pub(crate) async fn a_panicking_provider_fails_its_waiters_and_the_next_request_
     let counted = Arc::clone(&calls);
     let client = A::builder(&w.server.url())
         .clock(w.clock.clone())
-        .policy(StandardPolicy::provider().jitter(0.0))
+        .policy(StandardPolicy::provider().jitter_percent(0))
         .provider(move || {
             let n = counted.fetch_add(1, Ordering::SeqCst);
             async move {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
-use tokenkit_core::runtime::ManualClock;
+use tokenkit_core::testing::ManualClock;
 use tokenkit_core::{
     run_with_context, AuthFailure, Client, ClientBuilder, CookieConfig, CookieStore, EndpointConfig,
     LoginOptions, ProvidedToken, StandardPolicy,
@@ -57,9 +57,8 @@ pub(crate) fn exclusive_world() -> World {
 /// (no auth on that call), so it runs on whatever executor drives the scenario.
 pub(crate) fn provider<A: Adapter>(
     url: &str,
-) -> impl Fn() -> tokenkit_core::runtime::BoxFuture<'static, Result<ProvidedToken, tokenkit_core::Error>>
-       + Send
-       + Sync {
+) -> impl Fn() -> tokenkit_core::BoxFuture<'static, Result<ProvidedToken, tokenkit_core::Error>> + Send + Sync
+{
     let plain = A::builder(url)
         .retry(tokenkit_core::RetryConfig::none())
         .build()
@@ -83,7 +82,7 @@ impl World {
         let builder = A::builder(&self.server.url())
             .clock(self.clock.clone())
             .provider(provider::<A>(&self.server.url()))
-            .policy(StandardPolicy::provider().jitter(0.0));
+            .policy(StandardPolicy::provider().jitter_percent(0));
         self.recorder.wire(builder)
     }
 
@@ -96,8 +95,8 @@ impl World {
             .clock(self.clock.clone())
             .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh").logout("/auth/logout"))
             .store(CookieStore::new(CookieConfig::new().secure(false)))
-            .policy(StandardPolicy::default().jitter(0.0));
-        self.recorder.wire_session(builder)
+            .policy(StandardPolicy::default().jitter_percent(0));
+        self.recorder.wire(builder)
     }
 
     pub(crate) fn session_client<A: Adapter>(&self) -> Client {
@@ -182,7 +181,7 @@ pub(crate) async fn proactive_refresh_before_expiry<A: Adapter>() {
         assert_eq!(during, 2, "no spawner: refreshed inline before sending");
     }
     let recorder = w.recorder.clone();
-    eventually(move || recorder.count("token_refresh") == 2).await;
+    eventually(move || recorder.count("refreshed") == 2).await;
     assert_eq!(get_id(&client, "/api/a").await, 2);
     assert_eq!(w.server.token_requests(), 2);
 }
@@ -197,7 +196,7 @@ pub(crate) async fn a_server_that_always_rejects_aborts_after_five_recoveries<A:
     assert_eq!(err.auth_failure(), Some(AuthFailure::RecoveryExhausted));
     assert_eq!(w.server.count("/api/a"), 6);
     assert_eq!(w.server.token_requests(), 5);
-    assert_eq!(w.recorder.count("recovery_abort"), 1);
+    assert_eq!(w.recorder.count("recovery_aborted"), 1);
 }
 
 pub(crate) async fn the_token_goes_only_to_the_base_origin<A: Adapter>() {

@@ -63,7 +63,7 @@ pub(crate) async fn login_failures_are_typed<A: Adapter>() {
     assert_eq!(err.auth_failure(), Some(AuthFailure::Rejected));
     assert!(err.to_string().contains("invalid_credentials"));
     assert!(ctx.cookie_delta().is_empty());
-    assert_eq!(w.recorder.count("login_error"), 1);
+    assert_eq!(w.recorder.count("login_failed"), 1);
     w.server.fail_next_login_requests(1, Fault::Garbage);
     let (result, _) = browser
         .visit(client.login(&creds("alice", "wonderland"), LoginOptions::new()))

@@ -9,10 +9,12 @@ use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::classify::{classify, jitter_draw, Next, Outcome, Progress};
 use super::retry::RetryConfig;
 use super::Client;
 use crate::context::{Context, Operation};
 use crate::error::{AuthFailure, Error, ErrorKind};
+use crate::events::Event;
 use crate::header::header_pair;
 use crate::redact::RedactedHeaders;
 use crate::source::RefreshHints;
@@ -279,9 +281,16 @@ impl RequestBuilder {
             });
         }
         let what = format!("{} {}", parts.status.as_u16(), url.path());
-        let kind = match parts.status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Auth(AuthFailure::Rejected),
-            _ => ErrorKind::Status,
+        // The policy says which final statuses are authentication failures (by default the
+        // ones it recovers from, and 403).
+        let auth_failure = match &client.inner.auth {
+            Some(auth) => auth.manager.policy().is_auth_failure(parts.status),
+            None => crate::policy::is_auth_failure_by_default(parts.status),
+        };
+        let kind = if auth_failure {
+            ErrorKind::Auth(AuthFailure::Rejected)
+        } else {
+            ErrorKind::Status
         };
         Err(Error::new(kind, what).with_response(parts.status, body))
     }
@@ -328,6 +337,7 @@ impl RequestBuilder {
             Some(auth) => Some(auth.manager.token(ctx, &hints).await?),
             None => None,
         };
+        let policy = auth.map(|auth| &**auth.manager.policy());
         let (mut attempt, mut recoveries) = (1u32, 0u32);
         let mut response = loop {
             let mut request = http::Request::new(self.body.clone());
@@ -342,41 +352,59 @@ impl RequestBuilder {
             for interceptor in &inner.interceptors.request {
                 request = interceptor.intercept(request, ctx.cloned()).await?;
             }
-            let response = match client.send_with_timeout(transport, request, timeout).await {
-                Ok(response) => response,
-                Err(err) if retry.retries_error(&self.method, attempt, &err) => {
-                    client.backoff(retry, attempt, None, &err.to_string()).await;
+            let sent = client.send_with_timeout(transport, request, timeout).await;
+            let outcome = match &sent {
+                Ok(response) => Outcome::Answered {
+                    status: response.status(),
+                    headers: response.headers(),
+                },
+                Err(error) => Outcome::Failed(error),
+            };
+            let progress = Progress {
+                method: &self.method,
+                attempt,
+                recoveries,
+                authenticated: token.is_some(),
+            };
+            let now = inner.runtime.clock.now();
+            match classify(outcome, progress, retry, policy, now, jitter_draw(attempt)) {
+                Next::Done | Next::Fail => match sent {
+                    Ok(response) => break response,
+                    Err(error) => return Err(error),
+                },
+                Next::RetryAfter(pause) => {
+                    let why = match &sent {
+                        Ok(response) => response.status().as_str().to_owned(),
+                        Err(error) => error.to_string(),
+                    };
+                    client.pause(attempt, pause, &why).await;
                     attempt += 1;
-                    continue;
                 }
-                Err(err) => return Err(err),
-            };
-            let status = response.status();
-            if retry.retries_status(&self.method, attempt, status) {
-                client
-                    .backoff(retry, attempt, Some(response.headers()), status.as_str())
-                    .await;
-                attempt += 1;
-                continue;
-            }
-            let (Some(auth), Some(record)) = (auth, &token) else {
-                break response;
-            };
-            if !auth.manager.policy().is_rejection(status) {
-                break response;
-            }
-            auth.manager
-                .events()
-                .auth_failed(status, record.access_token.as_ref());
-            match auth.manager.recover(ctx, record, recoveries, &hints).await {
-                Ok(next) => {
-                    recoveries += 1;
-                    token = Some(next);
+                Next::Recover | Next::GiveUp => {
+                    let (Some(auth), Some(record), Ok(response)) = (auth, &token, sent) else {
+                        return Err(Error::config("unreachable: a recovery without a token"));
+                    };
+                    let status = response.status();
+                    let events = auth.manager.events();
+                    events.emit(Event::Rejected {
+                        method: &self.method,
+                        status,
+                    });
+                    match auth
+                        .manager
+                        .recover(ctx, record, recoveries, status, &hints)
+                        .await
+                    {
+                        Ok(next) => {
+                            recoveries += 1;
+                            token = Some(next);
+                        }
+                        Err(err) if err.auth_failure() == Some(AuthFailure::RecoveryExhausted) => {
+                            return Err(err.with_response(status, response.into_body()));
+                        }
+                        Err(err) => return Err(err),
+                    }
                 }
-                Err(err) if err.auth_failure() == Some(AuthFailure::RecoveryExhausted) => {
-                    return Err(err.with_response(status, response.into_body()));
-                }
-                Err(err) => return Err(err),
             }
         };
         for interceptor in &inner.interceptors.response {

@@ -6,15 +6,6 @@ use http::{HeaderMap, Method, StatusCode};
 
 use crate::error::Error;
 
-/// Default total attempts (the first try included).
-pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
-/// Default first backoff delay.
-pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
-/// Default cap on one backoff delay (and on a server's `Retry-After`).
-pub const DEFAULT_MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
-/// Statuses retried by default.
-pub const DEFAULT_RETRY_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
-
 /// How delays grow between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backoff {
@@ -53,14 +44,14 @@ pub struct RetryConfig {
 impl Default for RetryConfig {
     fn default() -> Self {
         Self {
-            attempts: DEFAULT_RETRY_ATTEMPTS,
-            statuses: DEFAULT_RETRY_STATUSES
+            attempts: crate::defaults::RETRY_ATTEMPTS,
+            statuses: crate::defaults::RETRY_STATUSES
                 .iter()
                 .filter_map(|s| StatusCode::from_u16(*s).ok())
                 .collect(),
             backoff: Backoff::Exponential,
-            delay: DEFAULT_RETRY_DELAY,
-            max_delay: DEFAULT_MAX_RETRY_DELAY,
+            delay: crate::defaults::RETRY_DELAY,
+            max_delay: crate::defaults::MAX_RETRY_DELAY,
             jitter: true,
             retry_non_idempotent: false,
         }
@@ -206,7 +197,7 @@ mod tests {
             .clone()
             .retry_non_idempotent(true)
             .retries_error(&Method::POST, 1, &network));
-        for code in DEFAULT_RETRY_STATUSES {
+        for code in crate::defaults::RETRY_STATUSES {
             assert!(r.retries_status(&Method::PUT, 1, StatusCode::from_u16(code).unwrap()));
         }
         assert!(!r.retries_status(&Method::GET, 1, StatusCode::NOT_FOUND));

@@ -13,12 +13,12 @@ use serde_json::Value;
 use super::{ApiResponse, Auth, Client};
 use crate::context::{Context, Operation};
 use crate::error::{AuthFailure, Error, ErrorKind};
-use crate::events::{ContextErrorFn, LoginFn};
+use crate::events::Event;
 use crate::policy::Freshness;
 use crate::source::endpoint::{describe, AuthCall, EndpointSource};
 use crate::source::oauth2::OAuth2Source;
 use crate::source::RefreshHints;
-use crate::token::{TokenBundle, TokenRecord};
+use crate::token::TokenRecord;
 
 /// Per-call options of [`Client::login`].
 #[derive(Clone, Default)]
@@ -28,8 +28,6 @@ pub struct LoginOptions {
     data: Option<Value>,
     params: Vec<(String, String)>,
     timeout: Option<Duration>,
-    on_login: Option<LoginFn>,
-    on_error: Option<ContextErrorFn>,
     error: Option<Error>,
 }
 
@@ -50,7 +48,13 @@ impl LoginOptions {
     }
 
     /// Adds a header to this login request.
-    pub fn header(mut self, name: &str, value: &str) -> Self {
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
         match crate::header::header_pair(name, value) {
             Ok((name, value)) => {
                 self.headers.append(name, value);
@@ -79,29 +83,25 @@ impl LoginOptions {
         self.timeout = Some(timeout);
         self
     }
-
-    /// Called after this login succeeds (after the client-wide `on_login`).
-    pub fn on_login(
-        mut self,
-        f: impl Fn(&TokenRecord, &Value, Option<&Context>) + Send + Sync + 'static,
-    ) -> Self {
-        self.on_login = Some(Arc::new(f));
-        self
-    }
-
-    /// Called after this login fails (after the client-wide `on_error`).
-    pub fn on_error(mut self, f: impl Fn(&Error, Option<&Context>) + Send + Sync + 'static) -> Self {
-        self.on_error = Some(Arc::new(f));
-        self
-    }
 }
 
 /// Per-call options of [`Client::refresh_session`].
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[must_use]
 pub struct RefreshOptions {
     headers: HeaderMap,
     data: Option<Value>,
+    error: Option<Error>,
+}
+
+/// Header values print redacted where they carry credentials; the data is not printed.
+impl fmt::Debug for RefreshOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshOptions")
+            .field("headers", &crate::redact::RedactedHeaders(&self.headers))
+            .field("data", &self.data.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 impl RefreshOptions {
@@ -111,8 +111,21 @@ impl RefreshOptions {
     }
 
     /// Adds a header to the refresh request.
-    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.append(name, value);
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        match crate::header::header_pair(name, value) {
+            Ok((name, value)) => {
+                self.headers.append(name, value);
+            }
+            Err(err) => {
+                self.error.get_or_insert(err);
+            }
+        }
         self
     }
 
@@ -146,27 +159,19 @@ impl Client {
         &self,
         credentials: &C,
         options: LoginOptions,
-    ) -> Result<ApiResponse<TokenBundle>, Error> {
+    ) -> Result<ApiResponse<TokenRecord>, Error> {
         let ctx = self.current_context();
         let result = self.login_inner(credentials, &options, ctx.as_ref()).await;
-        let events = self.auth().map(|a| a.manager.events());
-        match &result {
-            Ok((response, body)) => {
-                if let Ok(events) = events {
-                    events.logged_in(&response.data, body, ctx.as_ref());
-                }
-                if let Some(cb) = &options.on_login {
-                    cb(&response.data, body, ctx.as_ref());
-                }
-            }
-            Err(err) => {
-                if let Ok(events) = events {
-                    events.login_failed(err, ctx.as_ref());
-                }
-                if let Some(cb) = &options.on_error {
-                    cb(err, ctx.as_ref());
-                }
-            }
+        if let Ok(auth) = self.auth() {
+            let context = ctx.as_ref();
+            auth.manager.events().emit(match &result {
+                Ok((response, body)) => Event::LoggedIn {
+                    tokens: &response.data,
+                    response: body,
+                    context,
+                },
+                Err(error) => Event::LoginFailed { error, context },
+            });
         }
         result.map(|(response, _)| response)
     }
@@ -176,7 +181,7 @@ impl Client {
         credentials: &C,
         options: &LoginOptions,
         ctx: Option<&Context>,
-    ) -> Result<(ApiResponse<TokenBundle>, Value), Error> {
+    ) -> Result<(ApiResponse<TokenRecord>, Value), Error> {
         if let Some(err) = &options.error {
             return Err(err.clone());
         }
@@ -233,7 +238,7 @@ impl Client {
         credentials: &C,
         options: &LoginOptions,
         ctx: Option<&Context>,
-    ) -> Result<(ApiResponse<TokenBundle>, Value), Error> {
+    ) -> Result<(ApiResponse<TokenRecord>, Value), Error> {
         let mut fields = match serde_json::to_value(credentials) {
             Ok(Value::Object(map)) => map,
             _ => {
@@ -289,7 +294,7 @@ impl Client {
             };
             store.clear(ctx.as_ref()).await?;
             if let Err(err) = &remote {
-                tracing::warn!(target: "tokenkit", error = %err, "token revocation failed; local session cleared");
+                tracing::warn!(error = %err, "token revocation failed; local session cleared");
             }
             return remote;
         }
@@ -335,7 +340,7 @@ impl Client {
         };
         store.clear(ctx.as_ref()).await?;
         if let Err(err) = &remote {
-            tracing::warn!(target: "tokenkit", error = %err, "logout call failed; local session cleared");
+            tracing::warn!(error = %err, "logout call failed; local session cleared");
         }
         remote
     }
@@ -348,7 +353,7 @@ impl Client {
     }
 
     /// The current session's record as stored: no refresh, no change to the session.
-    pub async fn session(&self) -> Result<Option<Arc<TokenBundle>>, Error> {
+    pub async fn session(&self) -> Result<Option<Arc<TokenRecord>>, Error> {
         let auth = self.auth()?;
         let ctx = self.current_context();
         auth.manager.store().load(ctx.as_ref()).await
@@ -369,7 +374,7 @@ impl Client {
 
     /// Makes the current session fresh: refreshes when the token is missing, expired or due.
     /// Returns the record, or `None` when there is no session (not logged in).
-    pub async fn ensure(&self) -> Result<Option<Arc<TokenBundle>>, Error> {
+    pub async fn ensure(&self) -> Result<Option<Arc<TokenRecord>>, Error> {
         let auth = self.auth()?;
         let ctx = self.current_context();
         match auth.manager.token(ctx.as_ref(), &RefreshHints::default()).await {
@@ -380,7 +385,10 @@ impl Client {
     }
 
     /// Refreshes the current session now, whatever its freshness.
-    pub async fn refresh_session(&self, options: RefreshOptions) -> Result<Arc<TokenBundle>, Error> {
+    pub async fn refresh_session(&self, options: RefreshOptions) -> Result<Arc<TokenRecord>, Error> {
+        if let Some(err) = options.error {
+            return Err(err);
+        }
         let auth = self.auth()?;
         let ctx = self.current_context();
         let hints = RefreshHints::new(&options.headers, options.data);

@@ -93,7 +93,7 @@ impl Drop for Waiter {
         // a Spawn hook it stays in the session table, and the next request joins it.
         if let Some(spawn) = &self.spawn {
             if !self.flight.detach(&**spawn) {
-                tracing::warn!(target: "tokenkit", "could not hand an abandoned refresh to the Spawn hook");
+                tracing::warn!("could not hand an abandoned refresh to the Spawn hook");
             }
         }
     }

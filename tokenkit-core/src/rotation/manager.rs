@@ -19,7 +19,7 @@ use super::state::{decide, Decision, Event, SessionState};
 use super::RotationStats;
 use crate::context::Context;
 use crate::error::{AuthFailure, Error, ErrorKind};
-use crate::events::Events;
+use crate::events::{Event as Lifecycle, Events};
 use crate::policy::{Freshness, RefreshPolicy};
 use crate::runtime::Runtime;
 use crate::source::{FetchReason, RefreshHints, TokenSource};
@@ -144,6 +144,7 @@ impl Manager {
         ctx: Option<&Context>,
         rejected: &TokenRecord,
         recoveries_done: u32,
+        status: http::StatusCode,
         hints: &RefreshHints,
     ) -> Result<Arc<TokenRecord>, Error> {
         let core = &self.core;
@@ -158,7 +159,10 @@ impl Manager {
         let rejected_token = rejected.access_token.as_ref();
         let next = match self.begin(&key, core.now(), event, ctx, rejected_token, hints) {
             (Decision::AbortRecovery, _) => {
-                core.events.recovery_aborted(recoveries_done);
+                core.events.emit(Lifecycle::RecoveryAborted {
+                    attempts: recoveries_done,
+                    status,
+                });
                 return Err(Error::new(
                     ErrorKind::Auth(AuthFailure::RecoveryExhausted),
                     format!("the server kept rejecting the token after {recoveries_done} recoveries"),
@@ -175,8 +179,10 @@ impl Manager {
             }
             (other, _) => return Err(unexpected(&other)),
         };
-        core.events
-            .recovery_try(recoveries_done.saturating_add(1), max, next.access_token.as_ref());
+        core.events.emit(Lifecycle::RecoveryTry {
+            attempt: recoveries_done.saturating_add(1),
+            max,
+        });
         Ok(next)
     }
 
@@ -236,7 +242,10 @@ impl Manager {
         flight: Waiter,
         old: Option<Arc<TokenRecord>>,
     ) -> Result<Arc<TokenRecord>, Error> {
-        let error = match flight.await {
+        let started = self.core.now();
+        let outcome = flight.await;
+        crate::metrics::flight_wait(self.core.now().duration_since(started).unwrap_or_default());
+        let error = match outcome {
             Ok(record) => return self.adopt(ctx, record).await,
             Err(error) => error,
         };
@@ -255,7 +264,7 @@ impl Manager {
             old,
         ) {
             (Decision::KeepOldToken, Some(old)) => {
-                tracing::debug!(target: "tokenkit", "proactive refresh failed; keeping the valid token");
+                tracing::debug!("proactive refresh failed; keeping the valid token");
                 Ok(old)
             }
             _ => Err(error),
@@ -287,7 +296,7 @@ fn no_token() -> Error {
 
 /// A decision the state machine never makes for this event; an error, never a panic.
 fn unexpected(decision: &Decision) -> Error {
-    tracing::error!(target: "tokenkit", ?decision, "unexpected rotation decision");
+    tracing::error!(?decision, "unexpected rotation decision");
     Error::new(
         ErrorKind::Auth(AuthFailure::TokenUnavailable),
         "internal error: unexpected rotation decision",

@@ -15,7 +15,7 @@ use super::sessions::SessionTable;
 use super::state::{counts_as_failure, decide, Decision, Event, SessionState};
 use crate::context::Context;
 use crate::error::{AuthFailure, Error, ErrorKind};
-use crate::events::Events;
+use crate::events::{Event as Lifecycle, Events};
 use crate::policy::RefreshPolicy;
 use crate::runtime::{BoxFuture, Runtime};
 use crate::source::{FetchReason, FetchRequest, RefreshHints, TokenSource};
@@ -70,7 +70,7 @@ impl Core {
 
 /// The error every waiter of a refresh that panicked gets.
 pub(crate) fn refresh_panicked() -> Error {
-    tracing::error!(target: "tokenkit", "the token source panicked; the refresh was abandoned");
+    tracing::error!("the token source panicked; the refresh was abandoned");
     Error::new(
         ErrorKind::Auth(AuthFailure::TokenUnavailable),
         "the token source panicked; the refresh was abandoned",
@@ -127,7 +127,7 @@ impl Refresh {
                         .extending(&**coordinator, &lease, ttl, work.catch_unwind())
                         .await;
                     if let Err(err) = coordinator.release(&lease).await {
-                        tracing::warn!(target: "tokenkit", error = %err, "could not release the refresh lease");
+                        tracing::warn!(error = %err, "could not release the refresh lease");
                     }
                     return result.unwrap_or_else(|_| Err(refresh_panicked()));
                 }
@@ -150,7 +150,7 @@ impl Refresh {
         coordinator: &dyn Coordinator,
         ttl: Duration,
     ) -> Result<Option<Arc<TokenRecord>>, Error> {
-        tracing::debug!(target: "tokenkit", "another client leads this refresh; waiting for it");
+        tracing::debug!("another client leads this refresh; waiting for it");
         let published = coordinator.wait(&self.key, ttl).await?;
         let stored = self.core.store.reload(self.ctx.as_ref()).await?;
         let idle = SessionState::default();
@@ -189,7 +189,7 @@ impl Refresh {
             loop {
                 sleep.sleep(ttl / 3).await;
                 if !coordinator.extend(lease, ttl).await.unwrap_or(false) {
-                    tracing::warn!(target: "tokenkit", "the refresh lease lapsed while the refresh ran");
+                    tracing::warn!("the refresh lease lapsed while the refresh ran");
                     future::pending::<()>().await;
                 }
             }
@@ -207,7 +207,7 @@ impl Refresh {
         let published = match self.reason {
             FetchReason::Forced => None,
             _ => coordinator.successor(&self.key).await.unwrap_or_else(|err| {
-                tracing::warn!(target: "tokenkit", error = %err, "could not read the published successor");
+                tracing::warn!(error = %err, "could not read the published successor");
                 None
             }),
         };
@@ -225,11 +225,11 @@ impl Refresh {
             &stored,
         ) {
             (Decision::ServeSuccessor(successor), _) => {
-                tracing::debug!(target: "tokenkit", "the session was rotated moments ago; using its successor");
+                tracing::debug!("the session was rotated moments ago; using its successor");
                 return Ok(successor);
             }
             (Decision::UseStored, Some(stored)) => {
-                tracing::debug!(target: "tokenkit", "a newer token is already stored; no fetch");
+                tracing::debug!("a newer token is already stored; no fetch");
                 return Ok(Arc::clone(stored));
             }
             _ => {}
@@ -252,6 +252,7 @@ impl Refresh {
             data: self.hints.data.clone(),
         };
         let fetched = core.with_fetch_timeout(core.source.fetch(request)).await;
+        crate::metrics::refresh_duration(self.reason, core.now().duration_since(now).unwrap_or_default());
         let err = match fetched.and_then(|r| r.validate().map(|()| r)) {
             Ok(record) => {
                 core.failures.store(0, Ordering::Relaxed);
@@ -261,7 +262,12 @@ impl Refresh {
         };
         if counts_as_failure(&err) {
             let failures = core.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-            core.events.token_request_failed(&err, failures, ctx);
+            core.events.emit(Lifecycle::RefreshFailed {
+                error: &err,
+                reason: self.reason,
+                consecutive_failures: failures,
+                context: ctx,
+            });
         }
         // A refused refresh token may have lost a race: see whether another writer stored a
         // newer record meanwhile.
@@ -285,14 +291,14 @@ impl Refresh {
             winner,
         ) {
             (Decision::AdoptWinner, Some(winner)) => {
-                tracing::debug!(target: "tokenkit", "the refresh token was rotated by another writer; adopting its record");
+                tracing::debug!("the refresh token was rotated by another writer; adopting its record");
                 Ok(Fetched::Winner(winner))
             }
             (Decision::ClearSessionAndFail, _) => {
                 if let Err(clear_err) = core.store.clear(ctx).await {
-                    tracing::warn!(target: "tokenkit", error = %clear_err, "could not clear the invalid session");
+                    tracing::warn!(error = %clear_err, "could not clear the invalid session");
                 }
-                core.events.session_invalid(ctx);
+                core.events.emit(Lifecycle::SessionInvalid { context: ctx });
                 Err(match err.auth_failure() {
                     Some(AuthFailure::SessionInvalid) => err,
                     _ => Error::new(
@@ -332,13 +338,14 @@ impl Refresh {
         match core.store.save(ctx, Arc::clone(&record), stored.as_deref()).await {
             Ok(()) => {}
             Err(err) if err.kind() == ErrorKind::StoreConflict => {
+                crate::metrics::store_conflict();
                 let winner = core.store.reload(ctx).await?;
                 let conflict = Event::Conflict {
                     stored: winner.as_deref(),
                 };
                 return match (decide(&idle, core.now(), &*core.policy, conflict), winner) {
                     (Decision::AdoptWinner, Some(winner)) => {
-                        tracing::debug!(target: "tokenkit", "another writer rotated the session first; adopting its record");
+                        tracing::debug!("another writer rotated the session first; adopting its record");
                         Ok(winner)
                     }
                     _ => Err(err),
@@ -349,7 +356,12 @@ impl Refresh {
         if stored.as_ref().is_some_and(|s| s.refresh_token.is_some()) {
             self.publish(coordinator, &record).await;
         }
-        core.events.refreshed(&record, now, ctx);
+        core.events.emit(Lifecycle::Refreshed {
+            tokens: &record,
+            reason: self.reason,
+            expires_in: record.expires_at.and_then(|at| at.duration_since(now).ok()),
+            context: ctx,
+        });
         Ok(record)
     }
 
@@ -358,7 +370,7 @@ impl Refresh {
     async fn publish(&self, coordinator: &dyn Coordinator, record: &Arc<TokenRecord>) {
         let window = self.core.policy.grace_window();
         if let Err(err) = coordinator.publish(&self.key, Arc::clone(record), window).await {
-            tracing::warn!(target: "tokenkit", error = %err, "could not publish the rotated session");
+            tracing::warn!(error = %err, "could not publish the rotated session");
         }
         if self.core.shared_coordinator {
             if let Some(own) = self.sessions.upgrade() {

@@ -20,13 +20,6 @@ use crate::token::TokenRecord;
 use crate::transport::{send_with_timeout, Transport};
 use crate::urls;
 
-/// Default timeout of login and refresh calls.
-pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default timeout of the logout call.
-pub const DEFAULT_LOGOUT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default name of the refresh token's field in the refresh request.
-pub const DEFAULT_REFRESH_REQUEST_FIELD: &str = "refreshToken";
-
 /// How auth requests encode their bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthContentType {
@@ -38,7 +31,7 @@ pub enum AuthContentType {
 }
 
 /// A custom response parser: `(body, now) -> record`.
-pub type ParseFn = Arc<dyn Fn(&Value, SystemTime) -> Result<TokenRecord, Error> + Send + Sync>;
+pub(crate) type ParseFn = Arc<dyn Fn(&Value, SystemTime) -> Result<TokenRecord, Error> + Send + Sync>;
 
 /// The endpoints and encoding of endpoint mode.
 #[derive(Clone)]
@@ -103,10 +96,10 @@ impl EndpointConfig {
             login_params: Vec::new(),
             refresh_data: Map::new(),
             refresh_params: Vec::new(),
-            refresh_request_field: DEFAULT_REFRESH_REQUEST_FIELD.to_owned(),
-            login_timeout: DEFAULT_AUTH_TIMEOUT,
-            refresh_timeout: DEFAULT_AUTH_TIMEOUT,
-            logout_timeout: DEFAULT_LOGOUT_TIMEOUT,
+            refresh_request_field: crate::defaults::REFRESH_REQUEST_FIELD.to_owned(),
+            login_timeout: crate::defaults::AUTH_TIMEOUT,
+            refresh_timeout: crate::defaults::AUTH_TIMEOUT,
+            logout_timeout: crate::defaults::LOGOUT_TIMEOUT,
             fields: FieldMapping::default(),
             parse_login: None,
             parse_refresh: None,
@@ -133,7 +126,13 @@ impl EndpointConfig {
     }
 
     /// Adds a header to every auth request.
-    pub fn header(mut self, name: &str, value: &str) -> Self {
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        http::HeaderName: TryFrom<K>,
+        <http::HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        http::HeaderValue: TryFrom<V>,
+        <http::HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
         match crate::header::header_pair(name, value) {
             Ok((name, value)) => {
                 self.headers.append(name, value);

@@ -1,14 +1,15 @@
 //! Where tokens come from.
 
-pub mod endpoint;
-pub mod oauth2;
-pub mod parse;
+pub(crate) mod endpoint;
+pub(crate) mod oauth2;
+pub(crate) mod parse;
 mod provider;
 
 pub use endpoint::{AuthContentType, EndpointConfig};
 pub use oauth2::{ClientAuth, ClientSecret, OAuth2Config};
-pub use parse::{parse_token_response, FieldMapping};
-pub use provider::{ProvidedToken, ProviderSource};
+pub use parse::FieldMapping;
+pub use provider::ProvidedToken;
+pub(crate) use provider::ProviderSource;
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,6 +33,19 @@ pub enum FetchReason {
     Rejected,
     /// The application asked for a refresh (`refresh_session`).
     Forced,
+}
+
+impl FetchReason {
+    /// A stable, lower-case name (`"needed"`, `"proactive"`, `"rejected"`, `"forced"`), as
+    /// used in log fields and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FetchReason::Needed => "needed",
+            FetchReason::Proactive => "proactive",
+            FetchReason::Rejected => "rejected",
+            FetchReason::Forced => "forced",
+        }
+    }
 }
 
 /// What a [`TokenSource`] is asked for.
@@ -71,7 +85,7 @@ pub(crate) fn refresh_token_of(request: &FetchRequest) -> Result<crate::token::R
 /// override data.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
-pub struct RefreshHints {
+pub(crate) struct RefreshHints {
     /// Headers to propagate.
     pub headers: http::HeaderMap,
     /// Override data for the refresh body.
@@ -81,7 +95,7 @@ pub struct RefreshHints {
 impl RefreshHints {
     /// Hints from a request's headers (credentials and hop-by-hop headers are dropped) and
     /// override data.
-    pub fn new(headers: &http::HeaderMap, data: Option<serde_json::Value>) -> Self {
+    pub(crate) fn new(headers: &http::HeaderMap, data: Option<serde_json::Value>) -> Self {
         let mut kept = http::HeaderMap::new();
         for (name, value) in headers {
             if !NOT_PROPAGATED.contains(&name.as_str()) && !crate::redact::is_sensitive_header(name) {

@@ -21,14 +21,6 @@ use crate::token::TokenRecord;
 use crate::transport::{send_with_timeout, Transport};
 use crate::urls;
 
-/// Lifetime assumed for a token response without `expires_in` (RFC 6749 makes it optional).
-pub const DEFAULT_OAUTH_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-/// Default attempts at the token endpoint (the first included); only 5xx and network errors
-/// are retried, never a 4xx.
-pub const DEFAULT_TOKEN_ENDPOINT_ATTEMPTS: u32 = 3;
-/// Default first delay between token endpoint attempts (doubling each time).
-pub const DEFAULT_TOKEN_ENDPOINT_RETRY_DELAY: Duration = Duration::from_secs(1);
-
 /// An OAuth client secret: `Debug` and `Display` print `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientSecret(String);
@@ -119,10 +111,10 @@ impl OAuth2Config {
             revocation_url: None,
             revoke_access_token: false,
             token_type: Some("Bearer".to_owned()),
-            default_lifetime: DEFAULT_OAUTH_TOKEN_LIFETIME,
+            default_lifetime: crate::defaults::OAUTH_TOKEN_LIFETIME,
             timeout: Duration::from_secs(30),
-            attempts: DEFAULT_TOKEN_ENDPOINT_ATTEMPTS,
-            retry_delay: DEFAULT_TOKEN_ENDPOINT_RETRY_DELAY,
+            attempts: crate::defaults::TOKEN_ENDPOINT_ATTEMPTS,
+            retry_delay: crate::defaults::TOKEN_ENDPOINT_RETRY_DELAY,
         }
     }
     /// Sets the client secret.
@@ -366,7 +358,11 @@ impl OAuth2Source {
                     .config
                     .retry_delay
                     .saturating_mul(1u32 << (attempt - 1).min(16));
-                tracing::info!(target: "tokenkit", attempt, delay_ms = delay.as_millis() as u64, "retrying the {what}");
+                tracing::info!(
+                    attempt,
+                    delay_ms = delay.as_millis() as u64,
+                    "retrying the {what}"
+                );
                 if let Some(sleep) = &self.sleep {
                     sleep.sleep(delay).await;
                 }

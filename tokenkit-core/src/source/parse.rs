@@ -6,33 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::token::{jwt_claims, AccessToken, RefreshToken, TokenRecord, MAX_TOKEN_LIFETIME};
-
-/// Access-token field names, in detection order.
-pub const ACCESS_TOKEN_FIELDS: &[&str] = &[
-    "access_token",
-    "accessToken",
-    "token",
-    "jwt",
-    "id_token",
-    "idToken",
-];
-/// Refresh-token field names, in detection order.
-pub const REFRESH_TOKEN_FIELDS: &[&str] = &["refresh_token", "refreshToken", "refresh"];
-/// Absolute-expiry field names (unix seconds), in detection order.
-pub const EXPIRES_AT_FIELDS: &[&str] = &["expires_at", "expiresAt", "exp", "expiry"];
-/// Relative-expiry field names (seconds), in detection order.
-pub const EXPIRES_IN_FIELDS: &[&str] = &["expires_in", "expiresIn", "ttl"];
-/// Token-type field names, in detection order.
-pub const TOKEN_TYPE_FIELDS: &[&str] = &["token_type", "tokenType"];
-/// Session-payload field names, in detection order.
-pub const PAYLOAD_FIELDS: &[&str] = &["user", "profile", "account", "data"];
-/// Refresh-token lifetime field names (seconds), in detection order.
-pub const REFRESH_EXPIRES_IN_FIELDS: &[&str] = &[
-    "refresh_expires_in",
-    "refreshExpiresIn",
-    "refresh_token_expires_in",
-];
+use crate::token::{jwt_claims, AccessToken, RefreshToken, TokenRecord};
 
 /// Overrides the field names read from token responses. A set name is the only one looked at
 /// for that value; dots address nested fields (`"data.tokens.access"`).
@@ -136,7 +110,7 @@ fn lifetime(field: &str, secs: f64) -> Result<Duration, Error> {
     }
     Duration::try_from_secs_f64(secs)
         .ok()
-        .filter(|lifetime| *lifetime <= MAX_TOKEN_LIFETIME)
+        .filter(|lifetime| *lifetime <= crate::defaults::MAX_TOKEN_LIFETIME)
         .ok_or_else(|| Error::invalid_token(format!("field {field:?} is an absurd lifetime ({secs}s)")))
 }
 
@@ -172,7 +146,7 @@ fn until(field: &str, unix: f64, now: SystemTime) -> Result<Duration, Error> {
 /// `*_FIELDS` constants). Expiry: an absolute time wins over a lifetime; without either, a
 /// JWT access token's `exp` claim is used; otherwise the token does not expire until
 /// rejected. The session payload is the payload field, else the access token's JWT claims.
-pub fn parse_token_response(
+pub(crate) fn parse_token_response(
     body: &Value,
     fields: &FieldMapping,
     now: SystemTime,
@@ -180,30 +154,49 @@ pub fn parse_token_response(
     if !body.is_object() {
         return Err(Error::invalid_token("the token response is not a JSON object"));
     }
-    let (field, value) =
-        find(body, fields.access_token.as_deref(), ACCESS_TOKEN_FIELDS).ok_or_else(|| {
-            let looked_for = match &fields.access_token {
-                Some(name) => name.clone(),
-                None => ACCESS_TOKEN_FIELDS.join(", "),
-            };
-            Error::invalid_token(format!(
-                "the token response has no access token (looked for {looked_for})"
-            ))
-        })?;
+    let (field, value) = find(
+        body,
+        fields.access_token.as_deref(),
+        crate::defaults::ACCESS_TOKEN_FIELDS,
+    )
+    .ok_or_else(|| {
+        let looked_for = match &fields.access_token {
+            Some(name) => name.clone(),
+            None => crate::defaults::ACCESS_TOKEN_FIELDS.join(", "),
+        };
+        Error::invalid_token(format!(
+            "the token response has no access token (looked for {looked_for})"
+        ))
+    })?;
     let access = as_string(field, value)?;
     let mut record = TokenRecord::new(AccessToken::new(access.clone()), now);
 
-    if let Some((field, value)) = find(body, fields.refresh_token.as_deref(), REFRESH_TOKEN_FIELDS) {
+    if let Some((field, value)) = find(
+        body,
+        fields.refresh_token.as_deref(),
+        crate::defaults::REFRESH_TOKEN_FIELDS,
+    ) {
         record.refresh_token = Some(RefreshToken::new(as_string(field, value)?));
     }
-    if let Some((field, value)) = find(body, fields.token_type.as_deref(), TOKEN_TYPE_FIELDS) {
+    if let Some((field, value)) = find(
+        body,
+        fields.token_type.as_deref(),
+        crate::defaults::TOKEN_TYPE_FIELDS,
+    ) {
         record.token_type = Some(as_string(field, value)?);
     }
     let claims = jwt_claims(&access);
-    let expires_in = if let Some((field, value)) = find(body, fields.expires_at.as_deref(), EXPIRES_AT_FIELDS)
-    {
+    let expires_in = if let Some((field, value)) = find(
+        body,
+        fields.expires_at.as_deref(),
+        crate::defaults::EXPIRES_AT_FIELDS,
+    ) {
         Some(until(field, as_seconds(field, value)?, now)?)
-    } else if let Some((field, value)) = find(body, fields.expires_in.as_deref(), EXPIRES_IN_FIELDS) {
+    } else if let Some((field, value)) = find(
+        body,
+        fields.expires_in.as_deref(),
+        crate::defaults::EXPIRES_IN_FIELDS,
+    ) {
         Some(lifetime(field, as_seconds(field, value)?)?)
     } else if let Some(exp) = claims.as_ref().and_then(|c| c.get("exp")) {
         Some(until("exp (JWT claim)", as_seconds("exp", exp)?, now)?)
@@ -213,11 +206,15 @@ pub fn parse_token_response(
     if let Some(lifetime) = expires_in {
         record = record.with_expires_in(lifetime)?;
     }
-    if let Some((field, value)) = find(body, None, REFRESH_EXPIRES_IN_FIELDS) {
+    if let Some((field, value)) = find(body, None, crate::defaults::REFRESH_EXPIRES_IN_FIELDS) {
         let refresh_lifetime = lifetime(field, as_seconds(field, value)?)?;
         record.refresh_expires_at = now.checked_add(refresh_lifetime);
     }
-    record.payload = match find(body, fields.session_payload.as_deref(), PAYLOAD_FIELDS) {
+    record.payload = match find(
+        body,
+        fields.session_payload.as_deref(),
+        crate::defaults::PAYLOAD_FIELDS,
+    ) {
         Some((_, payload)) => Some(payload.clone()),
         None => claims,
     };
@@ -395,9 +392,9 @@ mod tests {
             access in "[A-Za-z0-9._~+/-]{1,40}",
             refresh in proptest::option::of("[A-Za-z0-9._~-]{1,40}"),
             lifetime in 1u64..10_000_000,
-            access_field in prop::sample::select(ACCESS_TOKEN_FIELDS.to_vec()),
-            refresh_field in prop::sample::select(REFRESH_TOKEN_FIELDS.to_vec()),
-            expiry_field in prop::sample::select(EXPIRES_IN_FIELDS.to_vec()),
+            access_field in prop::sample::select(crate::defaults::ACCESS_TOKEN_FIELDS.to_vec()),
+            refresh_field in prop::sample::select(crate::defaults::REFRESH_TOKEN_FIELDS.to_vec()),
+            expiry_field in prop::sample::select(crate::defaults::EXPIRES_IN_FIELDS.to_vec()),
         ) {
             let mut body = serde_json::Map::new();
             body.insert(access_field.to_owned(), json!(access));

@@ -72,7 +72,7 @@ impl ProvidedToken {
 }
 
 /// A [`TokenSource`] made of an async closure that returns a [`ProvidedToken`].
-pub struct ProviderSource<F> {
+pub(crate) struct ProviderSource<F> {
     provider: F,
 }
 
@@ -89,7 +89,7 @@ where
     E: Into<Box<dyn StdError + Send + Sync>>,
 {
     /// Wraps `provider`, called whenever a new token is needed.
-    pub fn new(provider: F) -> Self {
+    pub(crate) fn new(provider: F) -> Self {
         Self { provider }
     }
 }

@@ -9,22 +9,26 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind};
 use crate::token::{AccessToken, RefreshToken, TokenRecord};
 
-/// Encodes `record` for a backend.
-pub fn encode_record(record: &TokenRecord) -> Result<String, Error> {
-    serde_json::to_string(&Stored::from(record)).map_err(|e| {
-        Error::new(
-            ErrorKind::Store,
-            format!("could not encode the session record: {e}"),
-        )
-    })
-}
+impl TokenRecord {
+    /// The stored form of this record, for a [`TokenStore`](crate::TokenStore) or
+    /// [`SessionBackend`](crate::SessionBackend) that keeps records outside the process. It
+    /// holds the secrets in plain text: encrypt it where the backend is shared; never log it.
+    pub fn encode(&self) -> Result<String, Error> {
+        serde_json::to_string(&Stored::from(self)).map_err(|e| {
+            Error::new(
+                ErrorKind::Store,
+                format!("could not encode the session record: {e}"),
+            )
+        })
+    }
 
-/// Decodes what [`encode_record`] wrote; `None` for anything unreadable (a backend's value is
-/// input like any other: a damaged one is no session, never a panic).
-pub fn decode_record(text: &str) -> Option<TokenRecord> {
-    serde_json::from_str::<Stored>(text)
-        .ok()
-        .and_then(Stored::into_record)
+    /// Reads what [`encode`](Self::encode) wrote; `None` for anything unreadable (a backend's
+    /// value is input like any other: a damaged one is no session, never a panic).
+    pub fn decode(text: &str) -> Option<TokenRecord> {
+        serde_json::from_str::<Stored>(text)
+            .ok()
+            .and_then(Stored::into_record)
+    }
 }
 
 /// The serialized form of a record: secrets in plain text, for the backend only.
@@ -95,7 +99,7 @@ mod tests {
             .with_refresh_token(RefreshToken::new("r"))
             .with_expires_at(at + Duration::from_secs(60))
             .with_payload(serde_json::json!({"user": 1}));
-        let back = decode_record(&encode_record(&record).unwrap()).unwrap();
+        let back = TokenRecord::decode(&record.encode().unwrap()).unwrap();
         assert!(back.same_tokens(&record));
         assert_eq!(back.expires_at, record.expires_at);
         assert_eq!(back.payload, record.payload);
@@ -107,7 +111,7 @@ mod tests {
             "{\"obtained_at\": 1}",
             "{\"obtained_at\": 1e300}",
         ] {
-            assert!(decode_record(damaged).is_none(), "{damaged}");
+            assert!(TokenRecord::decode(damaged).is_none(), "{damaged}");
         }
     }
 }

@@ -11,20 +11,6 @@ use crate::error::{Error, ErrorKind};
 use crate::token::{jwt_claims, AccessToken, RefreshToken, TokenRecord};
 use std::sync::Arc;
 
-/// The largest cookie browsers are required to keep; larger ones are refused with an error.
-pub const MAX_COOKIE_BYTES: usize = 4096;
-/// Cookie lifetime when the refresh token's lifetime is unknown.
-pub const DEFAULT_COOKIE_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// The five cookie names, before the prefix.
-pub const COOKIE_NAMES: [&str; 5] = [
-    "access_token",
-    "refresh_token",
-    "access_expires_at",
-    "last_refresh_at",
-    "token_type",
-];
-
 /// How the token cookies are written. Cookies are always `HttpOnly`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -85,7 +71,7 @@ impl CookieConfig {
         self
     }
 
-    /// The full name of cookie `base` (one of [`COOKIE_NAMES`]).
+    /// The full name of cookie `base` (one of [`crate::defaults::COOKIE_NAMES`]).
     pub fn name(&self, base: &str) -> String {
         match &self.prefix {
             Some(prefix) if !prefix.is_empty() => format!("{prefix}_{base}"),
@@ -173,19 +159,19 @@ impl TokenStore for CookieStore {
         let refresh = self.read(ctx, "refresh_token").filter(|t| {
             let ok = valid_token(t);
             if !ok {
-                tracing::warn!(target: "tokenkit", "ignoring a malformed refresh-token cookie");
+                tracing::warn!("ignoring a malformed refresh-token cookie");
             }
             ok
         });
         let mut access = self.read(ctx, "access_token").filter(|t| {
             let ok = valid_token(t);
             if !ok {
-                tracing::warn!(target: "tokenkit", "ignoring a malformed access-token cookie");
+                tracing::warn!("ignoring a malformed access-token cookie");
             }
             ok
         });
         let expires_at = self.read_time(ctx, "access_expires_at").unwrap_or_else(|()| {
-            tracing::warn!(target: "tokenkit", "ignoring an access token whose expiry cookie is malformed");
+            tracing::warn!("ignoring an access token whose expiry cookie is malformed");
             access = None;
             None
         });
@@ -217,7 +203,9 @@ impl TokenStore for CookieStore {
         _replaces: Option<&TokenRecord>,
     ) -> Result<(), Error> {
         let ctx = ctx.ok_or_else(no_context)?;
-        let max_age = record.refresh_lifetime().unwrap_or(DEFAULT_COOKIE_MAX_AGE);
+        let max_age = record
+            .refresh_lifetime()
+            .unwrap_or(crate::defaults::COOKIE_MAX_AGE);
         let mut cookies = Vec::with_capacity(5);
         let mut removals = Vec::new();
         let mut put = |base: &str, value: Option<String>| match value {
@@ -241,12 +229,13 @@ impl TokenStore for CookieStore {
         // Check every size before writing any, so a failed save changes nothing.
         for cookie in &cookies {
             let size = cookie.encoded().to_string().len();
-            if size > MAX_COOKIE_BYTES {
+            if size > crate::defaults::MAX_COOKIE_BYTES {
                 return Err(Error::new(
                     ErrorKind::Store,
                     format!(
-                        "cookie {} would be {size} bytes, over the {MAX_COOKIE_BYTES}-byte limit browsers keep",
-                        cookie.name()
+                        "cookie {} would be {size} bytes, over the {}-byte limit browsers keep",
+                        cookie.name(),
+                        crate::defaults::MAX_COOKIE_BYTES
                     ),
                 ));
             }
@@ -264,7 +253,7 @@ impl TokenStore for CookieStore {
 
     async fn clear(&self, ctx: Option<&Context>) -> Result<(), Error> {
         let ctx = ctx.ok_or_else(no_context)?;
-        for base in COOKIE_NAMES {
+        for base in crate::defaults::COOKIE_NAMES {
             ctx.remove_cookie(self.config.removal(base));
         }
         Ok(())

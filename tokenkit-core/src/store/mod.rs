@@ -1,12 +1,11 @@
 //! Where token records live.
 
 mod codec;
-pub mod cookie;
+mod cookie;
 mod memory;
-pub mod session;
+mod session;
 
 pub use self::cookie::{CookieConfig, CookieStore};
-pub use codec::{decode_record, encode_record};
 pub use memory::MemoryStore;
 pub use session::{MemorySessionBackend, SessionBackend, SessionId, SessionStore};
 
@@ -104,4 +103,33 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// or one per session in a backend. Decides which requests share a refresh and whether
     /// refreshes may run in the background.
     fn scope(&self) -> StoreScope;
+}
+
+/// A shared store is a store: `builder.store(Arc::clone(&store))` lets several clients use one.
+#[async_trait]
+impl<S: TokenStore + ?Sized> TokenStore for Arc<S> {
+    async fn load(&self, ctx: Option<&Context>) -> Result<Option<Arc<TokenRecord>>, Error> {
+        (**self).load(ctx).await
+    }
+
+    async fn save(
+        &self,
+        ctx: Option<&Context>,
+        record: Arc<TokenRecord>,
+        replaces: Option<&TokenRecord>,
+    ) -> Result<(), Error> {
+        (**self).save(ctx, record, replaces).await
+    }
+
+    async fn clear(&self, ctx: Option<&Context>) -> Result<(), Error> {
+        (**self).clear(ctx).await
+    }
+
+    async fn reload(&self, ctx: Option<&Context>) -> Result<Option<Arc<TokenRecord>>, Error> {
+        (**self).reload(ctx).await
+    }
+
+    fn scope(&self) -> StoreScope {
+        (**self).scope()
+    }
 }

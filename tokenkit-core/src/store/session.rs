@@ -7,8 +7,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use super::codec::{decode_record, encode_record};
-use super::cookie::DEFAULT_COOKIE_MAX_AGE;
 use super::{StoreScope, TokenStore};
 use crate::context::{no_context, Context};
 use crate::error::{Error, ErrorKind};
@@ -124,10 +122,10 @@ impl<B: SessionBackend> TokenStore for SessionStore<B> {
         let Some(text) = self.backend.get(&id, &self.key).await? else {
             return Ok(None);
         };
-        match decode_record(&text) {
+        match TokenRecord::decode(&text) {
             Some(record) => Ok(Some(Arc::new(record))),
             None => {
-                tracing::warn!(target: "tokenkit", "ignoring an unreadable session record");
+                tracing::warn!("ignoring an unreadable session record");
                 Ok(None)
             }
         }
@@ -140,8 +138,10 @@ impl<B: SessionBackend> TokenStore for SessionStore<B> {
         _replaces: Option<&TokenRecord>,
     ) -> Result<(), Error> {
         let id = self.session_id(ctx)?;
-        let ttl = record.refresh_lifetime().unwrap_or(DEFAULT_COOKIE_MAX_AGE);
-        let text = encode_record(&record)?;
+        let ttl = record
+            .refresh_lifetime()
+            .unwrap_or(crate::defaults::COOKIE_MAX_AGE);
+        let text = record.encode()?;
         self.backend.set(&id, &self.key, text, ttl).await
     }
 

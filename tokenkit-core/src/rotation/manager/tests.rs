@@ -88,15 +88,15 @@ fn rejection_with_an_older_token_uses_the_current_one() {
     let first = block_on(m.token(None, &hints)).unwrap();
     let rejected = (*first).clone();
     // Rejected while current: one refresh.
-    let second = block_on(m.recover(None, &rejected, 0, &hints)).unwrap();
+    let second = block_on(m.recover(None, &rejected, 0, http::StatusCode::UNAUTHORIZED, &hints)).unwrap();
     assert_eq!(secret(&second), "t2");
     // The same old token rejected again (a late response): no refresh, use t2.
-    let third = block_on(m.recover(None, &rejected, 0, &hints)).unwrap();
+    let third = block_on(m.recover(None, &rejected, 0, http::StatusCode::UNAUTHORIZED, &hints)).unwrap();
     assert_eq!(secret(&third), "t2");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     // The recovery limit is enforced before anything else.
-    let max = crate::policy::DEFAULT_MAX_RECOVERY_TRIES;
-    let err = block_on(m.recover(None, &second, max, &hints)).unwrap_err();
+    let max = crate::defaults::MAX_RECOVERY_TRIES;
+    let err = block_on(m.recover(None, &second, max, http::StatusCode::UNAUTHORIZED, &hints)).unwrap_err();
     assert_eq!(err.auth_failure(), Some(AuthFailure::RecoveryExhausted));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
@@ -121,7 +121,7 @@ fn the_grace_window_never_serves_an_expired_successor() {
     let clock = ManualClock::default();
     let m = Manager::new(parts(
         Arc::new(Rotating(Arc::clone(&calls))),
-        StandardPolicy::default().jitter(0.0),
+        StandardPolicy::default().jitter_percent(0),
         Runtime::new().with_clock(clock.clone()),
     ));
     let hints = RefreshHints::default();
@@ -246,7 +246,14 @@ fn raced(invalid_grant: bool) -> (Manager, Arc<MemoryStore>) {
 fn a_compare_and_swap_conflict_adopts_the_winner() {
     let (m, store) = raced(false);
     let rejected = (*store.get().unwrap()).clone();
-    let got = block_on(m.recover(None, &rejected, 0, &RefreshHints::default())).unwrap();
+    let got = block_on(m.recover(
+        None,
+        &rejected,
+        0,
+        http::StatusCode::UNAUTHORIZED,
+        &RefreshHints::default(),
+    ))
+    .unwrap();
     assert_eq!(
         secret(&got),
         "winner",
@@ -259,7 +266,14 @@ fn a_compare_and_swap_conflict_adopts_the_winner() {
 fn invalid_grant_after_a_lost_race_adopts_the_winner_instead_of_logging_out() {
     let (m, store) = raced(true);
     let rejected = (*store.get().unwrap()).clone();
-    let got = block_on(m.recover(None, &rejected, 0, &RefreshHints::default())).unwrap();
+    let got = block_on(m.recover(
+        None,
+        &rejected,
+        0,
+        http::StatusCode::UNAUTHORIZED,
+        &RefreshHints::default(),
+    ))
+    .unwrap();
     assert_eq!(secret(&got), "winner");
     assert!(store.get().is_some(), "the session was not cleared");
 }

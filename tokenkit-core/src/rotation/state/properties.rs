@@ -93,7 +93,7 @@ impl Model {
     fn new(backend: bool) -> Self {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut m = Self {
-            policy: StandardPolicy::default().jitter(0.0),
+            policy: StandardPolicy::default().jitter_percent(0),
             now,
             backend,
             records: Vec::new(),
@@ -265,7 +265,7 @@ impl Model {
             Decision::Fetch => {
                 // The server sees the stored record's refresh token.
                 if let Some(arrived) = self.rotated.get(&stored_at) {
-                    let window = self.policy.grace_window;
+                    let window = RefreshPolicy::grace_window(&self.policy);
                     prop_assert!(
                         self.now >= *arrived + window,
                         "refresh token r{stored_at} sent again inside its successor's window"
@@ -305,7 +305,7 @@ impl Model {
                     state.successor = Some(Successor {
                         record: Arc::clone(&fetched_rec),
                         arrived_at: self.now,
-                        window: self.policy.grace_window,
+                        window: RefreshPolicy::grace_window(&self.policy),
                     });
                     state.proactive_failed_at = None;
                     fetched
@@ -378,7 +378,7 @@ impl Model {
 
     /// What the session table does as time passes: drop idle states.
     fn prune(&mut self) {
-        let (now, delay) = (self.now, self.policy.proactive_retry_delay);
+        let (now, delay) = (self.now, RefreshPolicy::proactive_retry_delay(&self.policy));
         let flights = &self.flights;
         self.states
             .retain(|key, state| flights.contains_key(key) || !state.is_idle(now, delay));
@@ -409,7 +409,7 @@ proptest! {
             let _ = key;
             m.complete(0, 0, false)?;
         }
-        m.now += m.policy.grace_window + m.policy.proactive_retry_delay;
+        m.now += RefreshPolicy::grace_window(&m.policy) + RefreshPolicy::proactive_retry_delay(&m.policy);
         m.prune();
         prop_assert!(m.states.is_empty(), "{} session states left", m.states.len());
     }

@@ -19,7 +19,7 @@ fn record(n: u32, obtained: u64, lifetime: u64) -> TokenRecord {
 }
 
 fn policy() -> StandardPolicy {
-    StandardPolicy::default().jitter(0.0)
+    StandardPolicy::default().jitter_percent(0)
 }
 
 fn successor(rec: TokenRecord, arrived: u64) -> Successor {
