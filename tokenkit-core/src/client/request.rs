@@ -20,6 +20,7 @@ use crate::redact::RedactedHeaders;
 use crate::source::RefreshHints;
 use crate::transport::Transport;
 use crate::urls;
+use tracing::Instrument;
 
 /// Per-request overrides of the auth configuration,
 /// e.g. extra refresh data for multi-tenancy. Requests with different override data never
@@ -295,17 +296,44 @@ impl RequestBuilder {
         Err(Error::new(kind, what).with_response(parts.status, body))
     }
 
-    /// The exchange through `transport`: the final response, whatever its status.
+    /// The exchange through `transport`, inside a `request` span (fields: method, host,
+    /// attempt, outcome): the final response, whatever its status.
     async fn exchange(
+        self,
+        ctx: Option<&Context>,
+        transport: &(dyn Transport + '_),
+    ) -> Result<(::url::Url, http::Response<Bytes>), Error> {
+        use tracing::field::Empty;
+        let span = tracing::debug_span!(
+            "request",
+            method = %self.method,
+            host = Empty,
+            attempt = Empty,
+            outcome = Empty
+        );
+        let result = self
+            .attempts(ctx, transport, &span)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok((_, response)) => span.record("outcome", response.status().as_u16()),
+            Err(error) => span.record("outcome", tracing::field::display(error.kind())),
+        };
+        result
+    }
+
+    async fn attempts(
         mut self,
         ctx: Option<&Context>,
         transport: &(dyn Transport + '_),
+        span: &tracing::Span,
     ) -> Result<(::url::Url, http::Response<Bytes>), Error> {
         let Some(client) = self.client.clone() else {
             return Err(Error::config("the request has no client"));
         };
         let inner = &client.inner;
         let url = urls::resolve(&inner.base, &self.target, &self.query)?;
+        span.record("host", url.host_str());
         let uri = http::Uri::try_from(url.as_str())
             .map_err(|e| Error::new(ErrorKind::Url, format!("URL is not a valid URI: {e}")))?;
         let timeout = self.timeout.unwrap_or(inner.timeout);
@@ -367,6 +395,7 @@ impl RequestBuilder {
                 authenticated: token.is_some(),
             };
             let now = inner.runtime.clock.now();
+            span.record("attempt", attempt);
             match classify(outcome, progress, retry, policy, now, jitter_draw(attempt)) {
                 Next::Done | Next::Fail => match sent {
                     Ok(response) => break response,

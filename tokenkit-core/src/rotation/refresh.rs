@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::{self, Either, FutureExt};
+use tracing::Instrument;
 
 use super::coordination::{Coordinator, Lease, Role};
 use super::key::SessionKey;
@@ -102,10 +103,17 @@ impl Refresh {
     /// Runs the flight to its end. A panic anywhere inside ends as a typed error; either way
     /// the flight leaves the session table.
     pub(crate) async fn run(self) -> Result<Arc<TokenRecord>, Error> {
+        let span = tracing::info_span!(
+            "refresh",
+            reason = self.reason.as_str(),
+            outcome = tracing::field::Empty
+        );
         let result = AssertUnwindSafe(self.coordinate())
             .catch_unwind()
+            .instrument(span.clone())
             .await
             .unwrap_or_else(|_| Err(refresh_panicked()));
+        span.record("outcome", if result.is_ok() { "ok" } else { "error" });
         if let Some(sessions) = self.sessions.upgrade() {
             let failed_proactively =
                 self.reason == FetchReason::Proactive && result.as_ref().is_err_and(counts_as_failure);
