@@ -188,3 +188,119 @@ async fn a_hand_written_transport_carries_the_whole_flow() {
         "the token came from the provider"
     );
 }
+
+/// reqwest-retry allowing 2 retries, outside; tokenkit inside.
+fn retrying_chain(tokens: Client) -> reqwest_middleware::ClientWithMiddleware {
+    use reqwest_retry::policies::ExponentialBackoff;
+    use reqwest_retry::RetryTransientMiddleware;
+    let policy = ExponentialBackoff::builder()
+        .retry_bounds(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(2),
+        )
+        .build_with_max_retries(2);
+    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(RetryTransientMiddleware::new_with_policy(policy))
+        .with(TokenMiddleware::new(tokens))
+        .build()
+}
+
+#[tokio::test]
+async fn behind_reqwest_retry_a_persistent_503_costs_three_wire_attempts_not_nine() {
+    let server = AuthServer::start().await.unwrap();
+    let other = AuthServer::start().await.unwrap();
+    // The client's own retry (3 attempts by default) must not apply in the embedded form.
+    let chain = retrying_chain(client(&server));
+    server.fail_next_resource_requests(100, tokenkit_tests::Fault::Status(503));
+    let response = chain.get(format!("{}/api/a", server.url())).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        server.count("/api/a"),
+        3,
+        "1 + reqwest-retry's 2, none of tokenkit's"
+    );
+
+    // Another origin, which carries no token: tokenkit adds no attempts either.
+    other.fail_next_resource_requests(100, tokenkit_tests::Fault::Status(503));
+    let response = chain.get(format!("{}/api/b", other.url())).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(other.count("/api/b"), 3);
+    assert!(other.log().iter().all(|r| r.authorization.is_none()));
+
+    // Opting in brings tokenkit's retries back (3 of its attempts per outer attempt).
+    let opted = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(
+            TokenMiddleware::new(client(&server)).retry(
+                tokenkit_core::RetryConfig::new()
+                    .attempts(2)
+                    .delay(std::time::Duration::from_millis(1)),
+            ),
+        )
+        .build();
+    server.clear_log();
+    let response = opted.get(format!("{}/api/c", server.url())).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(server.count("/api/c"), 2, "tokenkit's own 2 attempts");
+}
+
+#[tokio::test]
+async fn behind_reqwest_retry_a_revoked_token_costs_one_recovery() {
+    let server = AuthServer::start().await.unwrap();
+    let chain = retrying_chain(client(&server));
+    let response = chain.get(format!("{}/api/a", server.url())).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    server.revoke_all();
+    server.clear_log();
+    let response = chain.get(format!("{}/api/a", server.url())).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.count("/api/a"), 2, "the rejected call and one replay");
+    assert_eq!(server.token_requests(), 1, "one new token since the revocation");
+}
+
+#[tokio::test]
+async fn the_tower_layer_retries_nothing_by_default_and_forwards_readiness() {
+    use std::task::Poll;
+    let server = AuthServer::start().await.unwrap();
+    let hyper: HyperClient<_, Full<Bytes>> = HyperClient::builder(TokioExecutor::new()).build_http();
+    let service = AuthLayer::new(client(&server)).layer(hyper);
+    server.fail_next_resource_requests(100, tokenkit_tests::Fault::Status(503));
+    let request = http::Request::get(format!("{}/api/a", server.url()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(server.count("/api/a"), 1);
+
+    // Readiness and errors of the inner service pass through poll_ready.
+    let gate = Arc::new(Mutex::new(Poll::Pending));
+    let mut gated = AuthLayer::new(client(&server)).layer(Gated(Arc::clone(&gate)));
+    let waker = futures_util::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    type Req = http::Request<Full<Bytes>>;
+    assert!(tower::Service::<Req>::poll_ready(&mut gated, &mut cx).is_pending());
+    *gate.lock().unwrap() = Poll::Ready(Err("inner failure"));
+    match tower::Service::<Req>::poll_ready(&mut gated, &mut cx) {
+        Poll::Ready(Err(err)) => assert!(err.is_transport(), "{err}"),
+        _ => panic!("the inner error passes through"),
+    }
+    *gate.lock().unwrap() = Poll::Ready(Ok(()));
+    assert!(tower::Service::<Req>::poll_ready(&mut gated, &mut cx).is_ready());
+}
+
+/// A service whose readiness a test sets.
+#[derive(Clone)]
+struct Gated(Arc<Mutex<std::task::Poll<Result<(), &'static str>>>>);
+
+impl tower::Service<http::Request<Full<Bytes>>> for Gated {
+    type Response = http::Response<Full<Bytes>>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.lock().unwrap().map(|r| r.map_err(Into::into))
+    }
+
+    fn call(&mut self, _: http::Request<Full<Bytes>>) -> Self::Future {
+        std::future::ready(Ok(http::Response::new(Full::new(Bytes::new()))))
+    }
+}

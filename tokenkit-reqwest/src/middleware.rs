@@ -4,6 +4,8 @@
 //! ```no_run
 //! # fn run(client: tokenkit_core::Client) {
 //! let chain = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     // Retries outside, tokens inside: each retry carries a current token.
+//!     // .with(reqwest_retry::RetryTransientMiddleware::new_with_policy(..))
 //!     .with(tokenkit_reqwest::middleware::TokenMiddleware::new(client))
 //!     .build();
 //! # }
@@ -17,15 +19,22 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
-use tokenkit_core::{Client, Transport, TransportError};
+use tokenkit_core::{Client, RetryConfig, Transport, TransportError};
 
 use super::{buffer, map_error, DEFAULT_MAX_RESPONSE_BYTES};
 
 /// Token injection, refresh and recovery for a reqwest-middleware chain.
+///
+/// The middleware retries nothing but its own recovery after a rejected token: the client's
+/// [`RetryConfig`] is not used, because a chain has its own retry middleware (reqwest-retry),
+/// and retrying in both multiplies the attempts. Add `TokenMiddleware` **after** the retry
+/// middleware (`.with(retry).with(tokens)`), so it runs inside it: each retry then carries a
+/// current token. [`retry`](Self::retry) opts in to tokenkit's retries instead.
 #[derive(Debug, Clone)]
 pub struct TokenMiddleware {
     client: Client,
     max_response_bytes: usize,
+    retry: Option<RetryConfig>,
 }
 
 impl TokenMiddleware {
@@ -34,7 +43,15 @@ impl TokenMiddleware {
         Self {
             client,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            retry: None,
         }
+    }
+
+    /// Retries network errors and retryable statuses in the middleware, as configured
+    /// (default: no retries; see the type's docs).
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = Some(retry);
+        self
     }
 }
 
@@ -98,6 +115,9 @@ impl Middleware for TokenMiddleware {
             ))
         })?;
         *prepared.headers_mut() = request.headers().clone();
+        if let Some(retry) = &self.retry {
+            prepared.extensions_mut().insert(retry.clone());
+        }
         let transport = NextTransport {
             next,
             extensions: tokio::sync::Mutex::new(extensions),

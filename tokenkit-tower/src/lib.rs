@@ -56,7 +56,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
-use tokenkit_core::{Client, Error, ErrorKind, Transport, TransportError, TransportErrorKind};
+use tokenkit_core::{Client, Error, ErrorKind, RetryConfig, Transport, TransportError, TransportErrorKind};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -64,10 +64,17 @@ use tower_service::Service;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Wraps services with token management driven by `client`.
+///
+/// The layer retries nothing but its own recovery after a rejected token: the client's
+/// [`RetryConfig`] is not used, because a stack that embeds tokenkit has its own retry layer,
+/// and retrying in both multiplies the attempts. Place `AuthLayer` inside the retry layer
+/// (`ServiceBuilder::new().layer(retry).layer(auth)`): each retry then carries a current
+/// token. [`retry`](Self::retry) opts in to tokenkit's retries instead.
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     client: Client,
     max_body_bytes: usize,
+    retry: Option<RetryConfig>,
 }
 
 impl AuthLayer {
@@ -76,7 +83,15 @@ impl AuthLayer {
         Self {
             client,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            retry: None,
         }
+    }
+
+    /// Retries network errors and retryable statuses in the layer, as configured (default:
+    /// no retries; see the type's docs).
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = Some(retry);
+        self
     }
 
     /// Caps buffered request and response bodies (default 16 MiB).
@@ -94,6 +109,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             client: self.client.clone(),
             max_body_bytes: self.max_body_bytes,
+            retry: self.retry.clone(),
         }
     }
 }
@@ -104,6 +120,7 @@ pub struct AuthService<S> {
     inner: S,
     client: Client,
     max_body_bytes: usize,
+    retry: Option<RetryConfig>,
 }
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -124,16 +141,25 @@ where
     type Error = Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
 
-    /// Always ready: readiness of the inner service is awaited per attempt, on a clone.
-    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
+    /// Ready when the inner service is (its backpressure and its errors pass through). Each
+    /// attempt of a request then awaits the readiness of its own clone.
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::new(ErrorKind::Transport, "the inner service failed").with_source(e.into()))
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        // The service polled ready is the one to use; leave a clone in its place.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
         let transport = ServiceTransport {
-            inner: Mutex::new(self.inner.clone()),
+            inner: Mutex::new(ready),
             max_body_bytes: self.max_body_bytes,
         };
+        if let Some(retry) = &self.retry {
+            request.extensions_mut().insert(retry.clone());
+        }
         let client = self.client.clone();
         let limit = self.max_body_bytes;
         Box::pin(async move {

@@ -221,26 +221,46 @@ impl Client {
     }
 
     /// Sends a prepared request through the full flow — token injection (base origin only),
-    /// interceptors, retry, recovery after a rejected token — and returns the final response
-    /// as is, whatever its status. For embedding tokenkit into another HTTP stack.
+    /// interceptors, the client's retry, recovery after a rejected token — and returns the
+    /// final response as is, whatever its status.
+    ///
+    /// A [`RetryConfig`] in the request's extensions replaces the client's for this request.
     pub async fn send_http(
         &self,
         request: http::Request<bytes::Bytes>,
     ) -> Result<http::Response<bytes::Bytes>, Error> {
-        RequestBuilder::from_http(self.clone(), request)
-            .send_raw(&*self.inner.transport)
-            .await
+        let retry = request.extensions().get::<RetryConfig>().cloned();
+        let mut builder = RequestBuilder::from_http(self.clone(), request);
+        if let Some(retry) = retry {
+            builder = builder.retry(retry);
+        }
+        builder.send_raw(&*self.inner.transport).await
     }
 
-    /// Like [`send_http`](Self::send_http), but the API call goes through `transport` (an
-    /// existing middleware chain, a tower service) while token endpoints keep using the
-    /// client's own transport. All rotation state is the client's.
+    /// Sends `request` through `transport` — an existing middleware chain or tower service —
+    /// with token injection (base origin only), interceptors and recovery after a rejected
+    /// token; token endpoints keep using the client's own transport, and all rotation state is
+    /// the client's. This is the embedded form `tokenkit_tower::AuthLayer` and
+    /// `tokenkit_reqwest::middleware::TokenMiddleware` use.
+    ///
+    /// **No retries** by default, whatever the client's [`RetryConfig`]: a stack that embeds
+    /// tokenkit has its own retry layer, and retrying in both multiplies the attempts (a
+    /// persistent 503 behind reqwest-retry(2) would cost 3 × 3 calls). Place tokenkit *inside*
+    /// the retry layer (closer to the wire), so each of the retry layer's attempts carries a
+    /// current token. To have tokenkit retry too, put a [`RetryConfig`] in the request's
+    /// extensions.
     pub async fn send_http_via(
         &self,
         transport: &(dyn Transport + '_),
         request: http::Request<bytes::Bytes>,
     ) -> Result<http::Response<bytes::Bytes>, Error> {
+        let retry = request
+            .extensions()
+            .get::<RetryConfig>()
+            .cloned()
+            .unwrap_or_else(RetryConfig::none);
         RequestBuilder::from_http(self.clone(), request)
+            .retry(retry)
             .send_raw(transport)
             .await
     }
