@@ -28,6 +28,10 @@ pub enum AuthFailure {
     SessionInvalid,
     /// There is no session to use or refresh (not logged in).
     NoSession,
+    /// The token endpoint refused the client itself (`invalid_client`: a wrong or revoked
+    /// client secret or assertion; `unauthorized_client`: the client may not use this grant).
+    /// Fix the client's registration or credentials; retrying cannot help.
+    InvalidClient,
 }
 
 impl fmt::Display for AuthFailure {
@@ -38,6 +42,7 @@ impl fmt::Display for AuthFailure {
             AuthFailure::TokenUnavailable => "no access token could be obtained",
             AuthFailure::SessionInvalid => "the session is no longer valid",
             AuthFailure::NoSession => "not logged in",
+            AuthFailure::InvalidClient => "the client's own credentials were refused",
         })
     }
 }
@@ -244,6 +249,12 @@ impl Error {
     /// no token obtainable, invalid session).
     pub fn is_auth(&self) -> bool {
         matches!(self.inner.kind, ErrorKind::Auth(_))
+    }
+
+    /// Whether the token endpoint refused the client's own credentials (`invalid_client`,
+    /// `unauthorized_client`): a misconfigured client secret or key, not a user's session.
+    pub fn is_invalid_client(&self) -> bool {
+        self.inner.kind == ErrorKind::Auth(AuthFailure::InvalidClient)
     }
 
     /// Whether the failure happened in the transport (connect, timeout, other I/O).

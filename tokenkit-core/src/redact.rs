@@ -1,4 +1,4 @@
-//! Keeping secrets out of `Debug` output.
+//! Keeping secrets out of `Debug` output, and out of text a server sends back.
 
 use std::fmt;
 
@@ -27,6 +27,38 @@ impl fmt::Debug for RedactedHeaders<'_> {
     }
 }
 
+/// The longest server-supplied text kept in an error (in characters).
+const MAX_SERVER_TEXT: usize = 200;
+
+/// Server-supplied text (an OAuth `error_description`, say) made fit for an error message, a
+/// log line or an event: every secret the client knows is replaced by `[redacted]` (servers
+/// have been seen echoing the refresh token back), control and invisible formatting
+/// characters (CR/LF included, so no log line can be forged) become spaces, and the text is
+/// capped at 200 characters.
+pub(crate) fn server_text(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        if text.contains(secret) {
+            text = text.replace(secret, "[redacted]");
+        }
+    }
+    let mut out: String = text
+        .chars()
+        .map(|c| if is_unsafe_char(c) { ' ' } else { c })
+        .take(MAX_SERVER_TEXT)
+        .collect();
+    if text.chars().count() > MAX_SERVER_TEXT {
+        out.push('…');
+    }
+    out
+}
+
+/// Control characters, and the invisible ones that reorder or hide text.
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +76,18 @@ mod tests {
         let text = format!("{:?}", RedactedHeaders(&headers));
         assert!(!text.contains("s3cr3t"), "{text}");
         assert!(text.contains("application/json"));
+    }
+
+    #[test]
+    fn server_text_is_filtered() {
+        let echoed = "refresh token rt-SECRET-123 is invalid\r\nlevel=ERROR forged=line\u{202E}";
+        let text = server_text(echoed, &["rt-SECRET-123", "", "abc"]);
+        assert_eq!(
+            text,
+            "refresh token [redacted] is invalid  level=ERROR forged=line "
+        );
+        let long = "x".repeat(10_000);
+        assert_eq!(server_text(&long, &[]).chars().count(), MAX_SERVER_TEXT + 1);
+        assert_eq!(server_text("naïve ✓", &[]), "naïve ✓");
     }
 }

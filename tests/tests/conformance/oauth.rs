@@ -80,11 +80,14 @@ pub(crate) async fn oauth_error_paths_and_the_retry_rule<A: Adapter>() {
             .build()
             .unwrap()
     };
-    // invalid_client: a configuration error, never retried.
+    // invalid_client: the client's own credentials, recognisable, never retried; the message
+    // prints the status once.
     let api = build(config(&w, ("client-1", "wrong"), ClientAuth::Basic));
     let err = api.get("/api/a").send::<Value>().await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.is_invalid_client(), "{err}");
+    assert_eq!(err.auth_failure(), Some(AuthFailure::InvalidClient));
     assert_eq!(err.oauth().unwrap().error, "invalid_client");
+    assert_eq!(err.to_string().matches("HTTP 401").count(), 1, "{err}");
     assert_eq!(w.server.count("/oauth2/token"), 1);
     // Another 4xx (invalid_scope): typed, with the RFC fields, never retried.
     let api = build(config(&w, CLIENTS[0], ClientAuth::Basic).scope("forbidden"));

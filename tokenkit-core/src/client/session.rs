@@ -212,7 +212,7 @@ impl Client {
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Auth(AuthFailure::Rejected),
                 _ => ErrorKind::Status,
             };
-            let message = describe("the login endpoint refused", parts.status, &bytes);
+            let message = describe("the login endpoint refused", &bytes);
             return Err(Error::new(kind, message).with_response(parts.status, bytes));
         }
         let json = EndpointSource::json_body("login", parts.status, &bytes)?;
@@ -330,7 +330,7 @@ impl Client {
                     Ok((_, response)) if response.status().is_success() => Ok(()),
                     Ok((_, response)) => {
                         let (parts, bytes) = response.into_parts();
-                        let message = describe("the logout endpoint refused", parts.status, &bytes);
+                        let message = describe("the logout endpoint refused", &bytes);
                         Err(Error::new(ErrorKind::Status, message).with_response(parts.status, bytes))
                     }
                     Err(err) => Err(err),

@@ -258,10 +258,12 @@ pub(crate) fn error_code(body: &Bytes) -> Option<String> {
     (code.len() <= 64 && code.bytes().all(|b| b.is_ascii_graphic())).then(|| code.to_owned())
 }
 
-pub(crate) fn describe(what: &str, status: StatusCode, body: &Bytes) -> String {
+/// The message of an auth endpoint's refusal: who refused and the body's `error` code. The
+/// status is not repeated here: the error carries it and prints it.
+pub(crate) fn describe(what: &str, body: &Bytes) -> String {
     match error_code(body) {
-        Some(code) => format!("{what} (HTTP {}, {code})", status.as_u16()),
-        None => format!("{what} (HTTP {})", status.as_u16()),
+        Some(code) => format!("{what}: {code}"),
+        None => what.to_owned(),
     }
 }
 
@@ -408,7 +410,7 @@ impl TokenSource for EndpointSource {
                 }
                 _ => AuthFailure::TokenUnavailable,
             };
-            let message = describe("the refresh endpoint refused", parts.status, &bytes);
+            let message = describe("the refresh endpoint refused", &bytes);
             return Err(Error::new(ErrorKind::Auth(kind), message).with_response(parts.status, bytes));
         }
         let json = Self::json_body("refresh", parts.status, &bytes)?;

@@ -219,14 +219,15 @@ pub(crate) fn basic_credentials(id: &str, secret: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
-/// Parses an RFC 6749 §5.2 error body.
-fn parse_oauth_error(body: &Bytes) -> Option<OAuthError> {
+/// Parses an RFC 6749 §5.2 error body; every text is filtered (`secrets` redacted, control
+/// characters removed, length capped) before it can reach an error, a log or an event.
+fn parse_oauth_error(body: &Bytes, secrets: &[&str]) -> Option<OAuthError> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let text = |key: &str| {
         value
             .get(key)
             .and_then(Value::as_str)
-            .map(|s| s.chars().take(256).collect::<String>())
+            .map(|s| crate::redact::server_text(s, secrets))
     };
     Some(OAuthError {
         error: text("error")?,
@@ -235,32 +236,41 @@ fn parse_oauth_error(body: &Bytes) -> Option<OAuthError> {
     })
 }
 
-/// The typed error of a non-2xx token endpoint answer.
-fn failure(what: &str, status: StatusCode, body: Bytes) -> Error {
-    let oauth = parse_oauth_error(&body);
+/// Form fields whose values are secrets.
+const SECRET_FIELDS: [&str; 7] = [
+    "refresh_token",
+    "password",
+    "client_secret",
+    "client_assertion",
+    "code_verifier",
+    "subject_token",
+    "token",
+];
+
+/// The typed error of a non-2xx token endpoint answer. `secrets` are the values the request
+/// carried (refresh token, password, client secret…): a server echoing one back in its
+/// description does not get it into the error.
+fn failure(what: &str, status: StatusCode, body: Bytes, secrets: &[&str]) -> Error {
+    let oauth = parse_oauth_error(&body, secrets);
     let code = oauth.as_ref().map(|o| o.error.as_str()).unwrap_or("");
     let kind = match code {
-        // Our own credentials are wrong: a configuration error, never retried.
-        "invalid_client" | "unauthorized_client" => ErrorKind::Config,
+        // The client's own credentials are refused: never retried, never a user's fault.
+        "invalid_client" | "unauthorized_client" => ErrorKind::Auth(AuthFailure::InvalidClient),
         // The grant (refresh token, password) is no longer valid: log in again.
         "invalid_grant" => ErrorKind::Auth(AuthFailure::SessionInvalid),
         _ => ErrorKind::Auth(AuthFailure::TokenUnavailable),
     };
-    let detail = match &oauth {
-        Some(o) => match &o.description {
-            Some(d) => format!(", {}: {d}", o.error),
-            None => format!(", {}", o.error),
-        },
-        None => String::new(),
+    // The status is printed by the error itself; the message says who answered and what.
+    let message = match &oauth {
+        Some(OAuthError {
+            error,
+            description: Some(description),
+            ..
+        }) => format!("{what}: {error} ({description})"),
+        Some(OAuthError { error, .. }) => format!("{what}: {error}"),
+        None => format!("{what}: no OAuth error body"),
     };
-    let mut err = Error::new(
-        kind,
-        format!(
-            "the {what} refused the request (HTTP {}{detail})",
-            status.as_u16()
-        ),
-    )
-    .with_response(status, body);
+    let mut err = Error::new(kind, message).with_response(status, body);
     if let Some(oauth) = oauth {
         err = err.with_oauth(oauth);
     }
@@ -373,7 +383,13 @@ impl OAuth2Source {
             if parts.status.is_success() {
                 return Ok(bytes);
             }
-            return Err(failure(what, parts.status, bytes));
+            let secrets: Vec<&str> = fields
+                .iter()
+                .filter(|(name, _)| SECRET_FIELDS.contains(&name.as_str()))
+                .map(|(_, value)| value.as_str())
+                .chain(self.config.client_secret.as_ref().map(|s| s.secret()))
+                .collect();
+            return Err(failure(what, parts.status, bytes, &secrets));
         }
     }
 
@@ -507,7 +523,7 @@ mod tests {
         let body = Bytes::from_static(
             br#"{"error":"invalid_grant","error_description":"expired","error_uri":"https://e/x"}"#,
         );
-        let err = failure("token endpoint", StatusCode::BAD_REQUEST, body);
+        let err = failure("token endpoint", StatusCode::BAD_REQUEST, body, &[]);
         assert_eq!(err.auth_failure(), Some(AuthFailure::SessionInvalid));
         let oauth = err.oauth().unwrap();
         assert_eq!(
@@ -518,15 +534,22 @@ mod tests {
             ),
             ("invalid_grant", Some("expired"), Some("https://e/x"))
         );
-        assert!(err.to_string().contains("invalid_grant: expired"), "{err}");
+        assert!(err.to_string().contains("invalid_grant (expired)"), "{err}");
         let err = failure(
             "token endpoint",
             StatusCode::UNAUTHORIZED,
-            Bytes::from_static(br#"{"error":"invalid_client"}"#),
+            Bytes::from_static(br#"{"error":"invalid_client","error_description":"bad secret"}"#),
+            &[],
         );
-        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.is_invalid_client() && err.is_auth());
+        assert_eq!(
+            err.to_string(),
+            "authentication failed: the client's own credentials were refused (HTTP 401): \
+             token endpoint: invalid_client (bad secret)",
+            "the status once, no repetition"
+        );
         for (code, kind) in [
-            ("unauthorized_client", ErrorKind::Config),
+            ("unauthorized_client", ErrorKind::Auth(AuthFailure::InvalidClient)),
             (
                 "unsupported_grant_type",
                 ErrorKind::Auth(AuthFailure::TokenUnavailable),
@@ -534,7 +557,7 @@ mod tests {
         ] {
             let body = Bytes::from(format!(r#"{{"error":"{code}"}}"#));
             assert_eq!(
-                failure("token endpoint", StatusCode::BAD_REQUEST, body).kind(),
+                failure("token endpoint", StatusCode::BAD_REQUEST, body, &[]).kind(),
                 kind,
                 "{code}"
             );
@@ -543,9 +566,36 @@ mod tests {
             "token endpoint",
             StatusCode::BAD_GATEWAY,
             Bytes::from_static(b"<html>"),
+            &[],
         );
         assert_eq!(err.auth_failure(), Some(AuthFailure::TokenUnavailable));
         assert!(err.oauth().is_none());
+    }
+
+    #[test]
+    fn a_hostile_error_description_is_filtered() {
+        let body = Bytes::from(
+            "{\"error\":\"invalid_grant\\r\\nforged\",\"error_description\":\"Invalid refresh token: rt-0123456789\\r\\nlevel=ERROR injected\",\"error_uri\":\"https://e/\\u0000x\"}",
+        );
+        let err = failure(
+            "token endpoint",
+            StatusCode::BAD_REQUEST,
+            body,
+            &["rt-0123456789"],
+        );
+        let printed = format!("{err} {err:?}");
+        assert!(!printed.contains("rt-0123456789"), "{printed}");
+        assert!(
+            !printed.contains('\r') && !printed.contains('\n') && !printed.contains('\0'),
+            "{printed}"
+        );
+        assert!(printed.contains("[redacted]"), "{printed}");
+        let huge = format!(
+            r#"{{"error":"invalid_grant","error_description":"{}"}}"#,
+            "y".repeat(100_000)
+        );
+        let err = failure("token endpoint", StatusCode::BAD_REQUEST, Bytes::from(huge), &[]);
+        assert!(err.to_string().len() < 400, "capped");
     }
 
     #[test]
