@@ -94,7 +94,22 @@ pub(crate) async fn token_endpoint(
         return response;
     }
     let form = fields(&body);
+    let echo = *lock(&state.echo_secrets);
+    let hostile = |code: &str, secret: Option<&String>| {
+        let secret = secret.map(String::as_str).unwrap_or_default();
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            code,
+            &format!(
+                "Invalid credential {secret}\r\n2026-11-24 ERROR forged log line\u{1b}[31m\u{0}{}",
+                "x".repeat(10_000)
+            ),
+        )
+    };
     let Some(client) = authenticate(&headers, &form) else {
+        if echo {
+            return hostile("invalid_client", form.get("client_secret"));
+        }
         return invalid_client();
     };
     let scope = form.get("scope").map(String::as_str);
@@ -134,6 +149,9 @@ pub(crate) async fn token_endpoint(
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
                 };
                 if current.revoked {
+                    if echo {
+                        return hostile("invalid_grant", Some(presented));
+                    }
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "revoked refresh token");
                 }
                 if current.used {

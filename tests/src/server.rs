@@ -107,6 +107,7 @@ pub(crate) struct State_ {
     pub(crate) reuse_detected: AtomicU64,
     pub(crate) oauth_token_type: Mutex<String>,
     pub(crate) oauth_omit_expires_in: Mutex<bool>,
+    pub(crate) echo_secrets: Mutex<bool>,
     pub(crate) issued: Mutex<HashMap<String, Issued>>,
     pub(crate) log: Mutex<Vec<LoggedRequest>>,
     pub(crate) next_id: AtomicU64,
@@ -187,6 +188,7 @@ impl AuthServer {
             reuse_detected: AtomicU64::new(0),
             oauth_token_type: Mutex::new("Bearer".to_owned()),
             oauth_omit_expires_in: Mutex::new(false),
+            echo_secrets: Mutex::new(false),
             issued: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -322,6 +324,20 @@ impl AuthServer {
     /// Sets how protected resources answer.
     pub fn set_resource_mode(&self, mode: ResourceMode) {
         *lock(&self.state.resource_mode) = mode;
+    }
+
+    /// Makes the OAuth token endpoint a hostile one: its error descriptions echo the secrets
+    /// the request carried (the refresh token, the client secret, as Spring Security's did),
+    /// with a CR/LF log-injection attempt, control characters and 10 kB of padding.
+    pub fn echo_secrets_in_errors(&self, echo: bool) {
+        *lock(&self.state.echo_secrets) = echo;
+    }
+
+    /// Revokes every refresh token issued so far (refreshes get `invalid_grant`).
+    pub fn revoke_refresh_tokens(&self) {
+        for token in lock(&self.state.refresh_tokens).values_mut() {
+            token.revoked = true;
+        }
     }
 
     /// Revokes every token issued so far (they get 401 before their expiry).

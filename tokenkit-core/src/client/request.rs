@@ -24,12 +24,20 @@ use tracing::Instrument;
 
 /// Per-request overrides of the auth configuration,
 /// e.g. extra refresh data for multi-tenancy. Requests with different override data never
-/// share a refresh.
-#[derive(Debug, Clone, Default)]
+/// share a refresh. `Debug` does not print the data.
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct AuthOverride {
     /// Extra fields merged into the refresh request body.
     pub data: Option<serde_json::Value>,
+}
+
+impl fmt::Debug for AuthOverride {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthOverride")
+            .field("data", &self.data.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 impl AuthOverride {

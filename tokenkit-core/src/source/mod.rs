@@ -49,7 +49,7 @@ impl FetchReason {
 }
 
 /// What a [`TokenSource`] is asked for.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct FetchRequest {
     /// Why the fetch happens.
@@ -65,6 +65,20 @@ pub struct FetchRequest {
     pub headers: http::HeaderMap,
     /// Per-request `auth` override data to merge into the refresh body.
     pub data: Option<serde_json::Value>,
+}
+
+/// Credential headers and the per-request data print redacted.
+impl fmt::Debug for FetchRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FetchRequest")
+            .field("reason", &self.reason)
+            .field("current", &self.current)
+            .field("context", &self.context)
+            .field("now", &self.now)
+            .field("headers", &crate::redact::RedactedHeaders(&self.headers))
+            .field("data", &self.data.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// The refresh token of the record being replaced, or the "not logged in" error.

@@ -60,7 +60,7 @@ pub enum ClientAuth {
 }
 
 /// An OAuth 2.0 client and its token endpoint.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct OAuth2Config {
     /// The token endpoint: an absolute URL, or a path relative to the client's base URL.
@@ -94,6 +94,25 @@ pub struct OAuth2Config {
     pub attempts: u32,
     /// First delay between attempts, doubling (default 1 s).
     pub retry_delay: Duration,
+}
+
+/// The secret prints redacted, and the extra parameters by name only.
+impl fmt::Debug for OAuth2Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let extra: Vec<&str> = self.extra_params.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("OAuth2Config")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("client_auth", &self.client_auth)
+            .field("scopes", &self.scopes)
+            .field("audience", &self.audience)
+            .field("resource", &self.resource)
+            .field("extra_params", &extra)
+            .field("revocation_url", &self.revocation_url)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OAuth2Config {
