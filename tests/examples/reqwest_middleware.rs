@@ -13,7 +13,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let tokens = tokenkit_reqwest::builder(server.url())
         .provider(token_provider(server.token_url()))
         .build()?;
-    let chain = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    // The chain's client follows no redirect: credentials must never follow one.
+    let http = tokenkit_reqwest::client_builder().build()?;
+    let chain = reqwest_middleware::ClientBuilder::new(http)
         .with(TokenMiddleware::new(tokens))
         .build();
 

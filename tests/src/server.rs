@@ -387,6 +387,7 @@ fn serve(listener: tokio::net::TcpListener, state: Arc<State_>) -> tokio::task::
         .route("/oauth2/revoke", post(crate::oauth::revocation_endpoint))
         .route("/api/{*rest}", any(resource))
         .route("/public/{*rest}", any(public))
+        .route("/redirect/{status}", any(redirect))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), log_request))
         .with_state(state);
     tokio::spawn(async move {
@@ -721,6 +722,18 @@ async fn resource(
         "body": String::from_utf8_lossy(&body),
     }))
     .into_response()
+}
+
+/// `ANY /redirect/{status}?to=<url>`: answers `status` (301, 302, 303, 307, 308) with
+/// `Location: <url>`, to test that no credential follows a redirect.
+async fn redirect(axum::extract::Path(status): axum::extract::Path<u16>, uri: Uri) -> Response {
+    let to = uri
+        .query()
+        .and_then(|q| serde_urlencoded::from_str::<HashMap<String, String>>(q).ok())
+        .and_then(|mut q| q.remove("to"))
+        .unwrap_or_default();
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+    (status, [("location", to)]).into_response()
 }
 
 async fn public(headers: HeaderMap) -> Response {

@@ -83,7 +83,7 @@ async fn a_reqwest_middleware_chain_gets_tokens_and_recovery() {
     let server = AuthServer::start().await.unwrap();
     let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
     let recorder = Arc::clone(&seen);
-    let chain = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    let chain = reqwest_middleware::ClientBuilder::new(tokenkit_reqwest::client_builder().build().unwrap())
         .with(TokenMiddleware::new(client(&server)))
         .with(SeeAuth(recorder))
         .build();
@@ -199,7 +199,7 @@ fn retrying_chain(tokens: Client) -> reqwest_middleware::ClientWithMiddleware {
             std::time::Duration::from_millis(2),
         )
         .build_with_max_retries(2);
-    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    reqwest_middleware::ClientBuilder::new(tokenkit_reqwest::client_builder().build().unwrap())
         .with(RetryTransientMiddleware::new_with_policy(policy))
         .with(TokenMiddleware::new(tokens))
         .build()
@@ -228,7 +228,7 @@ async fn behind_reqwest_retry_a_persistent_503_costs_three_wire_attempts_not_nin
     assert!(other.log().iter().all(|r| r.authorization.is_none()));
 
     // Opting in brings tokenkit's retries back (3 of its attempts per outer attempt).
-    let opted = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    let opted = reqwest_middleware::ClientBuilder::new(tokenkit_reqwest::client_builder().build().unwrap())
         .with(
             TokenMiddleware::new(client(&server)).retry(
                 tokenkit_core::RetryConfig::new()
@@ -303,4 +303,63 @@ impl tower::Service<http::Request<Full<Bytes>>> for Gated {
     fn call(&mut self, _: http::Request<Full<Bytes>>) -> Self::Future {
         std::future::ready(Ok(http::Response::new(Full::new(Bytes::new()))))
     }
+}
+
+#[tokio::test]
+async fn a_reqwest_client_that_follows_redirects_is_refused_not_trusted() {
+    let server = AuthServer::start().await.unwrap();
+    let other = AuthServer::start().await.unwrap();
+    let target = serde_urlencoded::to_string([("to", format!("{}/public/x", other.url()))]).unwrap();
+    let following = reqwest::Client::new(); // reqwest's default policy follows redirects
+    let client = tokenkit_reqwest::with_client(server.url(), following.clone())
+        .provider(token_provider(server.token_url()))
+        .build()
+        .unwrap();
+    let err = client
+        .get(format!("/redirect/302?{target}"))
+        .send::<Value>()
+        .await
+        .unwrap_err();
+    assert!(err.is_transport(), "{err}");
+    let chain = reqwest_middleware::ClientBuilder::new(following)
+        .with(TokenMiddleware::new(client.clone()))
+        .build();
+    let err = chain
+        .get(format!("{}/redirect/302?{target}", server.url()))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("redirect") || format!("{err:?}").contains("redirect"),
+        "{err:?}"
+    );
+    // The authorization header is stripped by reqwest itself across origins.
+    assert!(other.log().iter().all(|r| r.authorization.is_none()));
+}
+
+#[tokio::test]
+async fn an_isahc_client_configured_to_follow_redirects_follows_none_for_tokenkit() {
+    use tokenkit_isahc::isahc::config::{Configurable, RedirectPolicy};
+    let server = AuthServer::start().await.unwrap();
+    let other = AuthServer::start().await.unwrap();
+    let following = tokenkit_isahc::isahc::HttpClient::builder()
+        .redirect_policy(RedirectPolicy::Follow)
+        .build()
+        .unwrap();
+    let client = Client::builder(server.url())
+        .transport(tokenkit_isahc::IsahcTransport::from(following))
+        .runtime(tokenkit_isahc::runtime())
+        .provider(token_provider(server.token_url()))
+        .header_name("x-api-key")
+        .format_token(|token, _| token.to_owned())
+        .build()
+        .unwrap();
+    let target = serde_urlencoded::to_string([("to", format!("{}/public/x", other.url()))]).unwrap();
+    let err = client
+        .get(format!("/redirect/307?{target}"))
+        .send::<Value>()
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(307));
+    assert!(other.log().is_empty(), "nothing followed the redirect");
 }

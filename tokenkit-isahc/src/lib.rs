@@ -36,6 +36,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::AsyncReadExt;
+use isahc::config::Configurable;
 use isahc::error::ErrorKind as IsahcErrorKind;
 use isahc::{AsyncBody, HttpClient};
 use std::sync::OnceLock;
@@ -84,7 +85,19 @@ impl IsahcTransport {
 impl Transport for IsahcTransport {
     async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
         let (parts, body) = request.into_parts();
-        let request = http::Request::from_parts(parts, AsyncBody::from(body.to_vec()));
+        // Whatever the client's own policy: credentials never follow a redirect (the 3xx is
+        // the answer). A request-level setting overrides the client's.
+        let mut builder = http::Request::builder()
+            .method(parts.method)
+            .uri(parts.uri)
+            .version(parts.version)
+            .redirect_policy(isahc::config::RedirectPolicy::None);
+        if let Some(headers) = builder.headers_mut() {
+            *headers = parts.headers;
+        }
+        let request = builder
+            .body(AsyncBody::from(body.to_vec()))
+            .map_err(TransportError::other)?;
         let response = self.client.send_async(request).await.map_err(map_error)?;
         let (parts, mut body) = response.into_parts();
         let limit = self.max_response_bytes;

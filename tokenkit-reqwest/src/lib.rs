@@ -17,6 +17,14 @@
 //!
 //! Features: `rustls` (default) enables HTTPS through reqwest's rustls backend. TLS
 //! verification stays on; relax it only on the `reqwest::Client` you pass in, never globally.
+//!
+//! **Redirects.** tokenkit never lets a credential follow a redirect: reqwest's default policy
+//! follows up to 10 and re-sends custom headers (a token in `x-api-key`) and 307/308 bodies (a
+//! refresh token, a client secret) to whatever origin the `Location` names. The default client
+//! here follows none (a 3xx is the answer), and a `reqwest::Client` you pass in must be built
+//! with `.redirect(reqwest::redirect::Policy::none())` too (see [`client_builder`]): a response
+//! that a passed-in client reached through a redirect is refused with an error, so the
+//! misconfiguration shows at once.
 #![forbid(unsafe_code)]
 
 use async_trait::async_trait;
@@ -31,27 +39,47 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// A [`Transport`] over a `reqwest::Client`.
 #[derive(Debug, Clone)]
 pub struct ReqwestTransport {
-    client: reqwest::Client,
+    /// `Err` when the default client could not be built (no TLS backend): every request then
+    /// fails with that message, where `reqwest::Client::new` would have panicked.
+    client: Result<reqwest::Client, &'static str>,
     max_response_bytes: usize,
+    /// Set for a passed-in client, whose redirect policy is unknown.
+    refuse_redirected: bool,
+}
+
+/// A `reqwest::ClientBuilder` that follows no redirect: start from it to configure your own
+/// client (proxies, TLS roots, pools) for [`with_client`] or [`ReqwestTransport::new`].
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
 }
 
 impl Default for ReqwestTransport {
+    /// A transport over a default client that follows no redirect.
     fn default() -> Self {
-        Self::from(reqwest::Client::new())
+        Self {
+            client: client_builder()
+                .build()
+                .map_err(|_| "the default reqwest client could not be built (TLS backend)"),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            refuse_redirected: false,
+        }
     }
 }
 
 impl From<reqwest::Client> for ReqwestTransport {
+    /// Wraps `client`, which must follow no redirect (build it from [`client_builder`]).
     fn from(client: reqwest::Client) -> Self {
         Self {
-            client,
+            client: Ok(client),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            refuse_redirected: true,
         }
     }
 }
 
 impl ReqwestTransport {
-    /// Wraps `client`.
+    /// Wraps `client`, which must follow no redirect (build it from [`client_builder`]): a
+    /// response it reached through a redirect is refused with an error.
     pub fn new(client: reqwest::Client) -> Self {
         Self::from(client)
     }
@@ -67,8 +95,21 @@ impl ReqwestTransport {
 #[async_trait]
 impl Transport for ReqwestTransport {
     async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
+        let client = self
+            .client
+            .as_ref()
+            .map_err(|message| TransportError::new(TransportErrorKind::Other, *message))?;
         let request = reqwest::Request::try_from(request).map_err(map_error)?;
-        let response = self.client.execute(request).await.map_err(map_error)?;
+        let sent_to = self.refuse_redirected.then(|| request.url().clone());
+        let response = client.execute(request).await.map_err(map_error)?;
+        if sent_to.is_some_and(|url| &url != response.url()) {
+            return Err(TransportError::new(
+                TransportErrorKind::Other,
+                "the reqwest::Client followed a redirect: build it with \
+                 redirect::Policy::none() (tokenkit_reqwest::client_builder()), so credentials \
+                 never follow one",
+            ));
+        }
         buffer(response, self.max_response_bytes).await
     }
 }
@@ -120,13 +161,16 @@ fn map_error(err: reqwest::Error) -> TransportError {
 #[cfg(feature = "middleware")]
 pub mod middleware;
 
-/// A [`ClientBuilder`] with a default `reqwest::Client` and the tokio runtime hooks.
+/// A [`ClientBuilder`] with a default `reqwest::Client` (following no redirect) and the tokio
+/// runtime hooks.
 pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
-    with_client(base_url, reqwest::Client::new())
+    Client::builder(base_url)
+        .transport(ReqwestTransport::default())
+        .runtime(tokenkit_tokio::runtime())
 }
 
 /// A [`ClientBuilder`] over your own `reqwest::Client` (proxies, TLS roots, pools…), with the
-/// tokio runtime hooks.
+/// tokio runtime hooks. Build the client from [`client_builder`]: it must follow no redirect.
 pub fn with_client(base_url: impl Into<String>, client: reqwest::Client) -> ClientBuilder {
     Client::builder(base_url)
         .transport(ReqwestTransport::from(client))

@@ -3,7 +3,9 @@
 //!
 //! ```no_run
 //! # fn run(client: tokenkit_core::Client) {
-//! let chain = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//! // A client that follows no redirect: credentials must never follow one.
+//! let http = tokenkit_reqwest::client_builder().build().unwrap();
+//! let chain = reqwest_middleware::ClientBuilder::new(http)
 //!     // Retries outside, tokens inside: each retry carries a current token.
 //!     // .with(reqwest_retry::RetryTransientMiddleware::new_with_policy(..))
 //!     .with(tokenkit_reqwest::middleware::TokenMiddleware::new(client))
@@ -72,6 +74,7 @@ impl std::fmt::Debug for NextTransport<'_> {
 impl Transport for NextTransport<'_> {
     async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
         let request = reqwest::Request::try_from(request).map_err(map_error)?;
+        let sent_to = request.url().clone();
         let mut extensions = self.extensions.lock().await;
         let response = self
             .next
@@ -82,6 +85,14 @@ impl Transport for NextTransport<'_> {
                 reqwest_middleware::Error::Reqwest(err) => map_error(err),
                 other => TransportError::other(other),
             })?;
+        if &sent_to != response.url() {
+            return Err(TransportError::new(
+                tokenkit_core::TransportErrorKind::Other,
+                "the chain's reqwest::Client followed a redirect: build it with \
+                 redirect::Policy::none() (tokenkit_reqwest::client_builder()), so credentials \
+                 never follow one",
+            ));
+        }
         buffer(response, self.max_response_bytes).await
     }
 }

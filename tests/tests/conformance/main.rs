@@ -56,6 +56,7 @@ conformance!(
     proactive_refresh_before_expiry,
     a_server_that_always_rejects_aborts_after_five_recoveries,
     the_token_goes_only_to_the_base_origin,
+    redirects_never_carry_credentials_to_another_origin,
     session_login_refresh_logout,
     two_users_concurrently_never_share_a_token,
     rotation_with_parallel_requests_and_the_grace_window,

@@ -324,3 +324,93 @@ pub(crate) async fn request_builder_features<A: Adapter>() {
     let resp = client.delete("items/1").send_text().await.unwrap();
     assert!(resp.data.contains("DELETE"));
 }
+
+/// No credential follows a redirect, on any adapter: not the token (here in a custom header,
+/// which HTTP clients do not strip), not a client secret or a refresh token in a token
+/// request's body, not a password in a login body. tokenkit's adapters follow no redirect: the
+/// 3xx comes back as the answer.
+pub(crate) async fn redirects_never_carry_credentials_to_another_origin<A: Adapter>() {
+    let w = world();
+    let other = AuthServer::start_in_thread(Arc::new(w.clock.clone())).unwrap();
+    let to = |path: &str| {
+        let target = format!("{}{path}", other.url());
+        serde_urlencoded::to_string([("to", target)]).unwrap()
+    };
+    let statuses = [301u16, 302, 303, 307, 308];
+
+    // API requests: the token in x-api-key.
+    let client = A::builder(&w.server.url())
+        .clock(w.clock.clone())
+        .retry(tokenkit_core::RetryConfig::none())
+        .provider(provider::<A>(&w.server.url()))
+        .header_name("x-api-key")
+        .format_token(|token, _| token.to_owned())
+        .build()
+        .unwrap();
+    for status in statuses {
+        let err = client
+            .get(format!("/redirect/{status}?{}", to("/public/x")))
+            .send::<Value>()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.status().map(|s| s.as_u16()),
+            Some(status),
+            "the 3xx is the answer"
+        );
+        let response = client
+            .post(format!("/redirect/{status}?{}", to("/public/y")))
+            .body("payload", "text/plain")
+            .send_bytes()
+            .await;
+        assert!(response.is_err());
+    }
+    // The requests really carried the token to the redirecting origin.
+    assert!(w
+        .server
+        .log()
+        .iter()
+        .any(|r| r.path.starts_with("/redirect") && r.headers.contains_key("x-api-key")));
+
+    // Token requests: client_secret_post, then a refresh-token grant.
+    let oauth = A::builder(&w.server.url())
+        .clock(w.clock.clone())
+        .retry(tokenkit_core::RetryConfig::none())
+        .oauth2_client_credentials(
+            tokenkit_core::OAuth2Config::new(format!("/redirect/307?{}", to("/oauth2/token")), "client-1")
+                .client_secret("redirected-secret")
+                .client_auth(tokenkit_core::ClientAuth::Post)
+                .attempts(1),
+        )
+        .build()
+        .unwrap();
+    assert!(oauth.get("/api/a").send::<Value>().await.is_err());
+
+    // Login and refresh calls of endpoint mode.
+    let endpoints = EndpointConfig::new(
+        format!("/redirect/307?{}", to("/auth/login")),
+        format!("/redirect/308?{}", to("/auth/refresh")),
+    );
+    let session = A::builder(&w.server.url())
+        .clock(w.clock.clone())
+        .endpoints(endpoints)
+        .store(tokenkit_core::CookieStore::new(
+            tokenkit_core::CookieConfig::new().secure(false),
+        ))
+        .build()
+        .unwrap();
+    let browser = Browser::new();
+    let credentials = serde_json::json!({"username": "alice", "password": "redirected-password"});
+    let (login, _) = browser
+        .visit(session.login(&credentials, tokenkit_core::LoginOptions::new()))
+        .await;
+    assert!(login.is_err());
+    browser.restore([("refresh_token".to_owned(), "redirected-refresh".to_owned())].into());
+    let (refreshed, _) = browser
+        .visit(session.refresh_session(tokenkit_core::RefreshOptions::new()))
+        .await;
+    assert!(refreshed.is_err());
+
+    let seen = other.log();
+    assert!(seen.is_empty(), "nothing reached the other origin: {seen:?}");
+}
