@@ -271,3 +271,9 @@ impl tokenkit_core::Sleep for RecordingSleep {
         }
     }
 }
+
+/// The workspace README's examples, compiled as doctests (here, where every crate they use is
+/// a dependency; the published crates carry no file from outside their own directory).
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

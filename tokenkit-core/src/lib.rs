@@ -31,15 +31,61 @@
 //! # }).unwrap();
 //! ```
 //!
-//! What tokenkit never does: send a token to an origin other than the base URL's, print a
-//! token in `Debug`, `Display`, errors or logs (unless `add_token_to_logs` is set), or turn off
-//! TLS verification.
+//! ## What you will name
+//!
+//! For the common cases: [`Client`] and its [`ClientBuilder`] (one token mode:
+//! [`provider`](ClientBuilder::provider), [`endpoints`](ClientBuilder::endpoints) with an
+//! [`EndpointConfig`], [`oauth2_client_credentials`](ClientBuilder::oauth2_client_credentials) /
+//! [`oauth2_password`](ClientBuilder::oauth2_password) with an [`OAuth2Config`]), the
+//! [`ProvidedToken`] a provider returns, [`ApiResponse`] and [`Error`] (with [`ErrorKind`] and
+//! [`AuthFailure`]), the lifecycle [`Event`], [`LoginOptions`], [`RetryConfig`],
+//! [`StandardPolicy`], the stores ([`MemoryStore`], [`CookieStore`] with [`CookieConfig`],
+//! [`SessionStore`]) and the per-request [`Context`]. Every default is a constant in
+//! [`defaults`]. The rest are seams for implementers: [`Transport`], [`TokenStore`],
+//! [`SessionBackend`], [`TokenSource`], [`RefreshPolicy`], [`Coordinator`],
+//! [`ContextProvider`] and the runtime hooks [`Clock`], [`Sleep`], [`Spawn`].
+//!
+//! ## Observability
+//!
+//! Each lifecycle moment is one [`Event`] (to [`ClientBuilder::on_event`] handlers), one
+//! `tracing` event (target `tokenkit_core::events`; a rejection that is recovered is DEBUG,
+//! what needs a look is WARN), inside a `request` span (method, host, attempt, outcome) and,
+//! for token fetches, a `refresh` span (reason, outcome): `RUST_LOG=tokenkit_core=debug`
+//! shows them. With the `metrics` feature the same moments feed the `metrics` facade:
+//!
+//! | name | kind | labels |
+//! |---|---|---|
+//! | `tokenkit_token_fetches_total` | counter | `reason` (`needed`, `proactive`, `rejected`, `forced`), `outcome` (`ok`, `error`) |
+//! | `tokenkit_refresh_duration_seconds` | histogram | `reason` |
+//! | `tokenkit_recoveries_total` | counter | `outcome` (`replayed`, `aborted`) |
+//! | `tokenkit_flight_wait_seconds` | histogram | — (time a request waited for a refresh) |
+//! | `tokenkit_store_conflicts_total` | counter | — (compare-and-swap writes lost to another writer) |
+//! | `tokenkit_sessions_invalidated_total` | counter | — |
+//! | `tokenkit_logins_total` | counter | `outcome` |
+//!
+//! ## Features
+//!
+//! - `metrics`: the metrics above, through the `metrics` facade crate.
+//! - `test-util`: the `testing` module — a manual clock and the coordinator contract tests.
+//!
+//! Coming from astro-tokenkit or axios-token-manager? [`migrating`] maps their options.
+//!
+//! ## What tokenkit never does
+//!
+//! Send a token to an origin other than the base URL's, let a credential follow a redirect,
+//! print a token in `Debug`, `Display`, errors, events or logs (unless
+//! [`add_token_to_logs`](ClientBuilder::add_token_to_logs) is set, for log messages), or turn
+//! off TLS verification. Text a server sends back (an OAuth `error_description`) is filtered
+//! before it reaches an error, an event or a log: known secrets redacted, control characters
+//! removed, length capped.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
 mod context;
 pub mod defaults;
+#[doc = include_str!("../docs/migrating.md")]
+pub mod migrating {}
 mod error;
 mod events;
 mod header;

@@ -176,8 +176,3 @@ pub fn with_client(base_url: impl Into<String>, client: reqwest::Client) -> Clie
         .transport(ReqwestTransport::from(client))
         .runtime(tokenkit_tokio::runtime())
 }
-
-/// The README's examples, compiled as doctests.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
