@@ -147,14 +147,9 @@ impl Context {
             .cloned()
     }
 
-    /// Whether two handles refer to the same context.
-    pub fn ptr_eq(&self, other: &Context) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
-    }
-
     /// This context's identity, shared by its clones and never given to another context of
     /// the process (it keys per-session state such as a refresh in flight).
-    pub fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         self.inner.id
     }
 }
@@ -388,7 +383,7 @@ mod tests {
         assert!(provider.current().is_none());
         let ctx = Context::new();
         provider.enter(ctx.clone()).unwrap();
-        assert!(provider.current().unwrap().ptr_eq(&ctx));
+        assert!(provider.current().unwrap().id() == ctx.id());
         let inner = Context::new();
         let seen = Arc::new(M::new(None));
         let seen2 = Arc::clone(&seen);
@@ -396,7 +391,7 @@ mod tests {
             inner.clone(),
             Box::pin(async move { *seen2.lock().unwrap() = current_context() }),
         ));
-        assert!(seen.lock().unwrap().as_ref().unwrap().ptr_eq(&inner));
+        assert!(seen.lock().unwrap().as_ref().unwrap().id() == inner.id());
         assert!(TaskContextProvider.enter(Context::new()).is_err());
     }
 
@@ -423,7 +418,7 @@ mod tests {
             let c = current_context().unwrap();
             (a, b, c)
         }));
-        assert!(a.ptr_eq(&outer) && b.ptr_eq(&inner) && c.ptr_eq(&outer));
+        assert!(a.id() == outer.id() && b.id() == inner.id() && c.id() == outer.id());
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl Runtime {
     }
 
     /// Replaces the clock with a shared one.
-    pub fn with_shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn with_shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
@@ -109,11 +109,6 @@ impl Runtime {
     pub fn with_spawn(mut self, spawn: impl Spawn + 'static) -> Self {
         self.spawn = Some(Arc::new(spawn));
         self
-    }
-
-    /// The clock.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
     }
 
     /// Whether a sleeper is set.

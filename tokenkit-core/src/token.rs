@@ -216,7 +216,7 @@ impl TokenRecord {
 
     /// Checks that the tokens can travel in an HTTP header: non-empty, visible ASCII only
     /// (no CR, LF, control bytes or non-ASCII), and a plausible token type.
-    pub fn validate(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.access_token.is_none() && self.refresh_token.is_none() {
             return Err(Error::invalid_token("the token record holds no token"));
         }
@@ -234,7 +234,7 @@ impl TokenRecord {
 
     /// A stable, non-reversible fingerprint of the refresh token (or, without one, of the
     /// access token), used to key single-flight refreshes. Never a secret.
-    pub fn fingerprint(&self) -> u64 {
+    pub(crate) fn fingerprint(&self) -> u64 {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         match (&self.refresh_token, &self.access_token) {
             (Some(refresh), _) => ("r", refresh.secret()).hash(&mut hasher),
