@@ -129,7 +129,7 @@ where
                     Ok(Some(record)) => Session::from_record(&record),
                     Ok(None) => Session::default(),
                     Err(err) => {
-                        // Like the seed: a failed refresh is logged, and the request proceeds
+                        // A failed refresh is logged, and the request proceeds signed out
                         // (an invalid session has been cleared; its cookies are expired below).
                         tracing::warn!(error = %err, "could not ensure the session");
                         Session::default()

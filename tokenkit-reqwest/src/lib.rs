@@ -103,12 +103,7 @@ impl Transport for ReqwestTransport {
         let sent_to = self.refuse_redirected.then(|| request.url().clone());
         let response = client.execute(request).await.map_err(map_error)?;
         if sent_to.is_some_and(|url| &url != response.url()) {
-            return Err(TransportError::new(
-                TransportErrorKind::Other,
-                "the reqwest::Client followed a redirect: build it with \
-                 redirect::Policy::none() (tokenkit_reqwest::client_builder()), so credentials \
-                 never follow one",
-            ));
+            return Err(followed_a_redirect());
         }
         buffer(response, self.max_response_bytes).await
     }
@@ -136,6 +131,15 @@ async fn buffer(
         body.extend_from_slice(&chunk);
     }
     builder.body(body.freeze()).map_err(TransportError::other)
+}
+
+/// The error for a response a passed-in client reached through a redirect.
+fn followed_a_redirect() -> TransportError {
+    TransportError::new(
+        TransportErrorKind::Other,
+        "the reqwest::Client followed a redirect: build it with redirect::Policy::none() \
+         (tokenkit_reqwest::client_builder()), so credentials never follow one",
+    )
 }
 
 fn too_large(limit: usize) -> TransportError {

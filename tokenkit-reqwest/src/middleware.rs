@@ -23,7 +23,7 @@ use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 use tokenkit_core::{Client, RetryConfig, Transport, TransportError};
 
-use super::{buffer, map_error, DEFAULT_MAX_RESPONSE_BYTES};
+use super::{buffer, followed_a_redirect, map_error, DEFAULT_MAX_RESPONSE_BYTES};
 
 /// Token injection, refresh and recovery for a reqwest-middleware chain.
 ///
@@ -86,12 +86,7 @@ impl Transport for NextTransport<'_> {
                 other => TransportError::other(other),
             })?;
         if &sent_to != response.url() {
-            return Err(TransportError::new(
-                tokenkit_core::TransportErrorKind::Other,
-                "the chain's reqwest::Client followed a redirect: build it with \
-                 redirect::Policy::none() (tokenkit_reqwest::client_builder()), so credentials \
-                 never follow one",
-            ));
+            return Err(followed_a_redirect());
         }
         buffer(response, self.max_response_bytes).await
     }
