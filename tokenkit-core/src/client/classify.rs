@@ -48,15 +48,16 @@ pub(crate) enum Next {
     Fail,
 }
 
-/// Decides the next step. `now` reads `Retry-After` dates; `unit` (in `[0, 1)`) is the
-/// jitter draw, so the function stays pure.
+/// Decides the next step. `now` reads `Retry-After` dates and `unit` draws the jitter (in
+/// `[0, 1)`); both are asked for only when a retry is decided (the common path reads no clock
+/// and draws nothing), and both are arguments, so the function stays pure.
 pub(crate) fn classify(
     outcome: Outcome<'_>,
     progress: Progress<'_>,
     retry: &RetryConfig,
     policy: Option<&dyn RefreshPolicy>,
-    now: SystemTime,
-    unit: f64,
+    now: impl FnOnce() -> SystemTime,
+    unit: impl FnOnce() -> f64,
 ) -> Next {
     let Progress {
         method,
@@ -66,11 +67,11 @@ pub(crate) fn classify(
     } = progress;
     match outcome {
         Outcome::Failed(error) if retry.retries_error(method, attempt, error) => {
-            Next::RetryAfter(retry.delay_after(attempt, None, now, unit))
+            Next::RetryAfter(retry.delay_after(attempt, None, now(), unit()))
         }
         Outcome::Failed(_) => Next::Fail,
         Outcome::Answered { status, headers } if retry.retries_status(method, attempt, status) => {
-            Next::RetryAfter(retry.delay_after(attempt, Some(headers), now, unit))
+            Next::RetryAfter(retry.delay_after(attempt, Some(headers), now(), unit()))
         }
         Outcome::Answered { status, .. } => match policy {
             Some(policy) if authenticated && policy.is_rejection(status) => {
@@ -128,7 +129,7 @@ mod tests {
             HeaderMap::new(),
         );
         let get = Method::GET;
-        let run = |outcome, progress| classify(outcome, progress, &retry, Some(&policy), NOW, 0.0);
+        let run = |outcome, progress| classify(outcome, progress, &retry, Some(&policy), || NOW, || 0.0);
         assert_eq!(run(answered(200, &none), progress(&get, 1, 0)), Next::Done);
         assert_eq!(run(answered(404, &none), progress(&get, 1, 0)), Next::Done);
         assert_eq!(
@@ -181,8 +182,8 @@ mod tests {
                 progress(&get, 1, 0),
                 &retry,
                 Some(&policy),
-                NOW,
-                0.0,
+                || NOW,
+                || 0.0,
             )
         };
         assert_eq!(run(403), Next::Recover);
@@ -206,7 +207,7 @@ mod tests {
             for status in statuses.iter().cycle() {
                 steps += 1;
                 prop_assert!(steps <= (attempts as usize) * (tries as usize + 1) + 1);
-                match classify(answered(*status, &none), progress(&get, attempt, recoveries), &retry, Some(&policy), NOW, unit) {
+                match classify(answered(*status, &none), progress(&get, attempt, recoveries), &retry, Some(&policy), || NOW, || unit) {
                     Next::RetryAfter(pause) => {
                         prop_assert!(pause <= crate::defaults::MAX_RETRY_DELAY);
                         attempt += 1;

@@ -402,9 +402,9 @@ impl RequestBuilder {
                 recoveries,
                 authenticated: token.is_some(),
             };
-            let now = inner.runtime.clock.now();
             span.record("attempt", attempt);
-            match classify(outcome, progress, retry, policy, now, jitter_draw(attempt)) {
+            let now = || inner.runtime.clock.now();
+            match classify(outcome, progress, retry, policy, now, || jitter_draw(attempt)) {
                 Next::Done | Next::Fail => match sent {
                     Ok(response) => break response,
                     Err(error) => return Err(error),
