@@ -384,8 +384,71 @@ async fn isahc_burst() {
     );
 }
 
+/// Instructions per request, raw client vs tokenkit, under callgrind: the `load-client` binary
+/// (built beside this one) runs each mode twice, with `n1` and `n2` requests, against the
+/// server on this process's own thread (not under callgrind); the difference of the totals
+/// divided by `n2 - n1` is the cost of one request, start-up cancelled out.
+fn instructions(n1: usize, n2: usize) {
+    let server = Server::start(365 * 24 * 3600).unwrap();
+    let client = std::env::current_exe().unwrap().with_file_name("load-client");
+    assert!(
+        client.exists(),
+        "{} is missing: build it with `cargo build --release -p tokenkit-bench`",
+        client.display()
+    );
+    let count = |mode: &str, n: usize| -> u64 {
+        let out = std::env::temp_dir().join(format!("tokenkit-callgrind-{mode}-{n}-{}", std::process::id()));
+        let status = std::process::Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(&client)
+            .args([mode, &n.to_string(), &server.url()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("valgrind is needed (Debian: apt-get install valgrind)");
+        assert!(status.success(), "load-client {mode} {n} failed under valgrind");
+        let text = std::fs::read_to_string(&out).unwrap();
+        let _ = std::fs::remove_file(&out);
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix("summary:")
+                    .or_else(|| line.strip_prefix("totals:"))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a callgrind summary line")
+    };
+    let per_request =
+        |mode: &str| -> f64 { (count(mode, n2) as f64 - count(mode, n1) as f64) / (n2 - n1) as f64 };
+    println!("instructions per request under callgrind ({n2} minus {n1} requests)");
+    for client in ["hyper", "reqwest"] {
+        let raw = per_request(&format!("raw-{client}"));
+        println!("{client:<8} {:<24} {raw:>9.0}", "raw");
+        for (mode, label) in [
+            ("tokenkit", "tokenkit, provider"),
+            ("session", "tokenkit, cookie session"),
+        ] {
+            let with = per_request(&format!("{mode}-{client}"));
+            println!(
+                "{client:<8} {label:<24} {with:>9.0}  added {:>7.0} (+{:.0} %)",
+                with - raw,
+                (with - raw) / raw * 100.0
+            );
+        }
+    }
+}
+
 fn main() {
     let scenario = std::env::args().nth(1).unwrap_or_else(|| "overhead".to_owned());
+    if scenario == "instructions" {
+        let arg = |i: usize, default: usize| {
+            std::env::args()
+                .nth(i)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(default)
+        };
+        return instructions(arg(2, 1_000), arg(3, 6_000));
+    }
     let adapters: Vec<String> = match std::env::args().nth(2) {
         Some(adapter) => vec![adapter],
         None => vec!["reqwest".into(), "hyper".into(), "isahc".into()],

@@ -1,0 +1,148 @@
+//! The load client the instruction-count benchmark runs under callgrind: `N` sequential GETs of
+//! one endpoint of a server in another process, raw or through tokenkit, after one warm-up
+//! request (connection and token in place). Nothing else runs in this process, so the
+//! difference of two runs with different `N`, divided by the difference of `N`, is the cost of
+//! one request; the difference between modes is what tokenkit adds.
+//!
+//! `load-client <mode> <n> <server-url>`; modes: `raw-hyper`, `tokenkit-hyper`,
+//! `session-hyper`, `raw-reqwest`, `tokenkit-reqwest`, `session-reqwest`. Driven by
+//! `cargo run --release -p tokenkit-bench -- instructions`.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // a benchmark binary
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tokenkit_core::{
+    Client, ClientBuilder, CookieConfig, CookieStore, EndpointConfig, ProvidedToken, RetryConfig,
+};
+
+/// A token from the server's `/token` endpoint (provider mode's source).
+async fn fetch_token(server: &str) -> ProvidedToken {
+    let http = reqwest::Client::new();
+    let body = http
+        .post(format!("{server}/token"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+fn provider(
+    server: &str,
+) -> impl Fn() -> tokenkit_core::BoxFuture<'static, Result<ProvidedToken, std::io::Error>> + Send + Sync {
+    let server = server.to_owned();
+    move || {
+        let server = server.clone();
+        Box::pin(async move { Ok(fetch_token(&server).await) })
+    }
+}
+
+fn tokenkit(builder: ClientBuilder, server: &str) -> Client {
+    builder
+        .retry(RetryConfig::none())
+        .provider(provider(server))
+        .build()
+        .unwrap()
+}
+
+/// Session mode over the cookie store: each request is served the way a web app serves a
+/// browser's request, with a context built from its `Cookie` header.
+fn session(builder: ClientBuilder) -> Client {
+    builder
+        .retry(RetryConfig::none())
+        .endpoints(EndpointConfig::new("/login", "/refresh"))
+        .store(CookieStore::new(CookieConfig::new().secure(false)))
+        .build()
+        .unwrap()
+}
+
+/// The `Cookie` header a browser holding a fresh session sends.
+async fn session_cookies(server: &str) -> String {
+    let token = fetch_token(server).await;
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 86_400;
+    format!(
+        "access_token={}; refresh_token=r-1; access_expires_at={expires}; token_type=Bearer",
+        token.access_token.secret()
+    )
+}
+
+async fn run(mode: &str, n: usize, server: &str) {
+    let url = format!("{server}/api/things");
+    match mode {
+        "raw-hyper" => {
+            let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http();
+            let bearer = format!("Bearer {}", fetch_token(server).await.access_token.secret());
+            for _ in 0..=n {
+                let request = http::Request::get(&url)
+                    .header("authorization", &bearer)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response = client.request(request).await.unwrap();
+                assert!(response.status().is_success());
+                black_box(response.into_body().collect().await.unwrap().to_bytes());
+            }
+        }
+        "raw-reqwest" => {
+            let client = reqwest::Client::new();
+            let bearer = format!("Bearer {}", fetch_token(server).await.access_token.secret());
+            for _ in 0..=n {
+                let response = client
+                    .get(&url)
+                    .header("authorization", &bearer)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success());
+                black_box(response.bytes().await.unwrap());
+            }
+        }
+        "tokenkit-hyper" | "tokenkit-reqwest" => {
+            let builder = match mode {
+                "tokenkit-hyper" => tokenkit_hyper::builder(server),
+                _ => tokenkit_reqwest::builder(server),
+            };
+            let client = tokenkit(builder, server);
+            for _ in 0..=n {
+                black_box(client.get("/api/things").send_bytes().await.unwrap());
+            }
+        }
+        "session-hyper" | "session-reqwest" => {
+            let builder = match mode {
+                "session-hyper" => tokenkit_hyper::builder(server),
+                _ => tokenkit_reqwest::builder(server),
+            };
+            let client = session(builder);
+            let cookies = session_cookies(server).await;
+            for _ in 0..=n {
+                let ctx = tokenkit_core::Context::from_cookie_header(&cookies);
+                let response =
+                    tokenkit_core::run_with_context(ctx, client.get("/api/things").send_bytes()).await;
+                black_box(response.unwrap());
+            }
+        }
+        other => panic!("unknown mode {other:?}"),
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "raw-hyper".to_owned());
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let server = args.next().expect("usage: load-client <mode> <n> <server-url>");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(&mode, n, &server));
+}
