@@ -541,6 +541,7 @@ impl ClientBuilder {
         }
         Ok(Client {
             inner: Arc::new(ClientInner {
+                base_parts: crate::urls::BaseParts::new(&base),
                 base,
                 default_headers: self.default_headers,
                 timeout: self.timeout,

@@ -63,6 +63,8 @@ pub struct Client {
 
 struct ClientInner {
     base: ::url::Url,
+    /// The base's parts, for joining plain targets without a URL parse.
+    base_parts: Option<crate::urls::BaseParts>,
     default_headers: HeaderMap,
     timeout: Option<Duration>,
     transport: Arc<dyn Transport>,

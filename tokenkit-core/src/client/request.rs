@@ -310,7 +310,7 @@ impl RequestBuilder {
         self,
         ctx: Option<&Context>,
         transport: &(dyn Transport + '_),
-    ) -> Result<(::url::Url, http::Response<Bytes>), Error> {
+    ) -> Result<(http::Uri, http::Response<Bytes>), Error> {
         use tracing::field::Empty;
         let span = tracing::debug_span!(
             "request",
@@ -335,22 +335,21 @@ impl RequestBuilder {
         ctx: Option<&Context>,
         transport: &(dyn Transport + '_),
         span: &tracing::Span,
-    ) -> Result<(::url::Url, http::Response<Bytes>), Error> {
+    ) -> Result<(http::Uri, http::Response<Bytes>), Error> {
         let Some(client) = self.client.clone() else {
             return Err(Error::config("the request has no client"));
         };
         let inner = &client.inner;
-        let url = urls::resolve(&inner.base, &self.target, &self.query)?;
-        span.record("host", url.host_str());
-        let uri = http::Uri::try_from(url.as_str())
-            .map_err(|e| Error::new(ErrorKind::Url, format!("URL is not a valid URI: {e}")))?;
+        let resolved = urls::request_uri(&inner.base, inner.base_parts.as_ref(), &self.target, &self.query)?;
+        let uri = resolved.uri;
+        span.record("host", uri.host());
         let timeout = self.timeout.unwrap_or(inner.timeout);
         let retry = self.retry.as_ref().unwrap_or(&inner.retry);
         // The token goes only to the base URL's origin.
         let auth = inner
             .auth
             .as_ref()
-            .filter(|_| !self.skip_auth && urls::same_origin(&url, &inner.base));
+            .filter(|_| !self.skip_auth && resolved.same_origin);
 
         let hints = match auth {
             Some(_) => RefreshHints::new(&self.headers, self.auth_override.data.take()),
@@ -447,7 +446,7 @@ impl RequestBuilder {
         for interceptor in &inner.interceptors.response {
             response = interceptor.intercept(response, ctx.cloned()).await?;
         }
-        Ok((url, response))
+        Ok((uri, response))
     }
 
     /// Sends a prepared request through the full flow and returns the final response as is
@@ -495,7 +494,7 @@ pub struct ApiResponse<T> {
     /// The response headers.
     pub headers: HeaderMap,
     /// The URL the request was sent to.
-    pub url: ::url::Url,
+    pub url: http::Uri,
 }
 
 impl<T> ApiResponse<T> {
@@ -516,7 +515,7 @@ impl<T: fmt::Debug> fmt::Debug for ApiResponse<T> {
             .field("data", &self.data)
             .field("status", &self.status)
             .field("headers", &RedactedHeaders(&self.headers))
-            .field("url", &self.url.as_str())
+            .field("url", &self.url)
             .finish()
     }
 }

@@ -227,7 +227,7 @@ impl Client {
             data: (*record).clone(),
             status: parts.status,
             headers: parts.headers,
-            url,
+            url: crate::urls::to_uri(&url)?,
         };
         Ok((response, json))
     }
@@ -277,7 +277,7 @@ impl Client {
                 data: (*record).clone(),
                 status: StatusCode::OK,
                 headers: HeaderMap::new(),
-                url,
+                url: crate::urls::to_uri(&url)?,
             },
             body,
         ))
