@@ -440,6 +440,14 @@ fn instructions(n1: usize, n2: usize) {
 
 fn main() {
     let scenario = std::env::args().nth(1).unwrap_or_else(|| "overhead".to_owned());
+    if scenario == "serve" {
+        // The bench server alone, for profiling `load-client` by hand.
+        let server = Server::start(365 * 24 * 3600).unwrap();
+        println!("{}", server.url());
+        loop {
+            std::thread::park();
+        }
+    }
     if scenario == "instructions" {
         let arg = |i: usize, default: usize| {
             std::env::args()

@@ -203,9 +203,16 @@ impl RefreshPolicy for StandardPolicy {
         if remaining.is_zero() || remaining <= expiry_margin {
             return Freshness::Expired;
         }
-        let window = self
-            .refresh_before
-            .saturating_add(self.clock_skew)
+        let window_without_jitter = self.refresh_before.saturating_add(self.clock_skew);
+        // Far from the window whatever the jitter: fresh, without hashing the token for its
+        // jitter (the common case, on every request).
+        let most_jitter = (self.refresh_before / 100)
+            .saturating_mul(u32::from(self.jitter_percent))
+            .saturating_add(Duration::from_micros(1));
+        if remaining > window_without_jitter.saturating_add(most_jitter).min(half_life) {
+            return Freshness::Fresh;
+        }
+        let window = window_without_jitter
             .saturating_add(self.jitter_for(record))
             .min(half_life);
         if remaining <= window {

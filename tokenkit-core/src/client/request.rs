@@ -342,7 +342,11 @@ impl RequestBuilder {
         let inner = &client.inner;
         let resolved = urls::request_uri(&inner.base, inner.base_parts.as_ref(), &self.target, &self.query)?;
         let uri = resolved.uri;
-        span.record("host", uri.host());
+        // Fields are recorded only for a subscriber that listens (reading the host is not free).
+        let traced = !span.is_disabled();
+        if traced {
+            span.record("host", uri.host());
+        }
         let timeout = self.timeout.unwrap_or(inner.timeout);
         let retry = self.retry.as_ref().unwrap_or(&inner.retry);
         // The token goes only to the base URL's origin.
@@ -368,8 +372,13 @@ impl RequestBuilder {
         }
         headers.extend(self.headers.drain());
 
+        // A fresh token is read without an await; the refresh path is boxed, so its state
+        // does not enlarge (and get copied with) every request's future.
         let mut token = match auth {
-            Some(auth) => Some(auth.manager.token(ctx, &hints).await?),
+            Some(auth) => Some(match auth.manager.fresh_token(ctx) {
+                Some(record) => record,
+                None => Box::pin(auth.manager.token(ctx, &hints)).await?,
+            }),
             None => None,
         };
         let policy = auth.map(|auth| &**auth.manager.policy());
@@ -401,7 +410,9 @@ impl RequestBuilder {
                 recoveries,
                 authenticated: token.is_some(),
             };
-            span.record("attempt", attempt);
+            if traced {
+                span.record("attempt", attempt);
+            }
             let now = || inner.runtime.clock.now();
             match classify(outcome, progress, retry, policy, now, || jitter_draw(attempt)) {
                 Next::Done | Next::Fail => match sent {
@@ -413,7 +424,7 @@ impl RequestBuilder {
                         Ok(response) => response.status().as_str().to_owned(),
                         Err(error) => error.to_string(),
                     };
-                    client.pause(attempt, pause, &why).await;
+                    Box::pin(client.pause(attempt, pause, &why)).await;
                     attempt += 1;
                 }
                 Next::Recover | Next::GiveUp => {
@@ -426,11 +437,7 @@ impl RequestBuilder {
                         method: &self.method,
                         status,
                     });
-                    match auth
-                        .manager
-                        .recover(ctx, record, recoveries, status, &hints)
-                        .await
-                    {
+                    match Box::pin(auth.manager.recover(ctx, record, recoveries, status, &hints)).await {
                         Ok(next) => {
                             recoveries += 1;
                             token = Some(next);

@@ -103,6 +103,14 @@ impl Manager {
         SessionKey::for_request(self.core.store.scope(), ctx, record, hints.data.as_ref())
     }
 
+    /// The token a request should carry when the store answers without I/O and the token is
+    /// fresh: no await, no allocation. `None` sends the caller to [`token`](Self::token).
+    pub(crate) fn fresh_token(&self, ctx: Option<&Context>) -> Option<Arc<TokenRecord>> {
+        let core = &self.core;
+        let record = core.store.peek(ctx)?.ok()??;
+        (core.policy.freshness(Some(&record), core.now()) == Freshness::Fresh).then_some(record)
+    }
+
     /// The token a request should carry, refreshing first when needed.
     pub(crate) async fn token(
         &self,

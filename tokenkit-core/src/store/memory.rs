@@ -34,6 +34,10 @@ impl TokenStore for MemoryStore {
         Ok(self.get())
     }
 
+    fn peek(&self, _ctx: Option<&Context>) -> Option<Result<Option<Arc<TokenRecord>>, Error>> {
+        Some(Ok(self.get()))
+    }
+
     async fn save(
         &self,
         _ctx: Option<&Context>,

@@ -99,6 +99,15 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
         self.load(ctx).await
     }
 
+    /// The session's record when the store can answer without I/O (a record in memory, a
+    /// cookie of the request): `Some(result)`; `None` when only [`load`](Self::load) can.
+    /// Requests with a fresh token are served from here without an await. The default is
+    /// `None`.
+    fn peek(&self, ctx: Option<&Context>) -> Option<Result<Option<Arc<TokenRecord>>, Error>> {
+        let _ = ctx;
+        None
+    }
+
     /// Where the records live: one for the process, one per session carried by the request,
     /// or one per session in a backend. Decides which requests share a refresh and whether
     /// refreshes may run in the background.
@@ -127,6 +136,10 @@ impl<S: TokenStore + ?Sized> TokenStore for Arc<S> {
 
     async fn reload(&self, ctx: Option<&Context>) -> Result<Option<Arc<TokenRecord>>, Error> {
         (**self).reload(ctx).await
+    }
+
+    fn peek(&self, ctx: Option<&Context>) -> Option<Result<Option<Arc<TokenRecord>>, Error>> {
+        (**self).peek(ctx)
     }
 
     fn scope(&self) -> StoreScope {
