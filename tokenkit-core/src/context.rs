@@ -19,6 +19,24 @@ use http::header::{HeaderMap, HeaderValue, COOKIE};
 use crate::error::{Error, ErrorKind};
 use crate::runtime::BoxFuture;
 
+/// The `name=value` pairs of a `Cookie` header, trimmed, in order; pieces without `=` are
+/// skipped. A byte scan: `;` and `=` are ASCII, so every slice falls on a character boundary.
+fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    header.split_terminator(';').filter_map(|pair| {
+        let eq = pair.bytes().position(|b| b == b'=')?;
+        Some((pair[..eq].trim(), pair[eq + 1..].trim()))
+    })
+}
+
+/// `text` percent-decoded as UTF-8 (borrowed when it holds no escape); `None` when the
+/// decoded bytes are not UTF-8, as the cookie parser treats such a pair.
+fn decoded(text: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !text.bytes().any(|b| b == b'%') {
+        return Some(std::borrow::Cow::Borrowed(text));
+    }
+    percent_encoding::percent_decode_str(text).decode_utf8().ok()
+}
+
 /// The context of one incoming request (or any unit of work that owns a session).
 #[derive(Clone, Default)]
 pub struct Context {
@@ -29,7 +47,11 @@ struct ContextInner {
     /// Unique for the life of the process: never reused, unlike an address.
     id: u64,
     extensions: Mutex<http::Extensions>,
-    /// Originals = the request's cookies; delta = what to send back as `Set-Cookie`.
+    /// The request's `Cookie` header values, as received: a cookie is found (and decoded)
+    /// when it is asked for, so a context costs a copy of the header, not a parse of every
+    /// cookie.
+    received: Vec<String>,
+    /// The cookies set or removed during this context: what to send back as `Set-Cookie`.
     cookies: Mutex<CookieJar>,
 }
 
@@ -39,6 +61,7 @@ impl Default for ContextInner {
         Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             extensions: Mutex::default(),
+            received: Vec::new(),
             cookies: Mutex::default(),
         }
     }
@@ -60,27 +83,42 @@ impl Context {
     /// Values are percent-decoded (tokenkit percent-encodes the values it sets); malformed
     /// pairs are skipped.
     pub fn from_cookie_header(header: &str) -> Self {
-        let ctx = Self::new();
-        ctx.add_cookie_header(header);
-        ctx
+        Self::with_received(vec![header.to_owned()])
     }
 
     /// A context holding the cookies of every `Cookie` header in `headers`.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let ctx = Self::new();
-        for value in headers.get_all(COOKIE) {
-            if let Ok(text) = value.to_str() {
-                ctx.add_cookie_header(text);
-            }
-        }
-        ctx
+        let received = headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .map(str::to_owned)
+            .collect();
+        Self::with_received(received)
     }
 
-    fn add_cookie_header(&self, header: &str) {
-        let mut jar = self.jar();
-        for cookie in Cookie::split_parse_encoded(header.to_owned()).flatten() {
-            jar.add_original(cookie);
+    fn with_received(received: Vec<String>) -> Self {
+        Self {
+            inner: Arc::new(ContextInner {
+                received,
+                ..ContextInner::default()
+            }),
         }
+    }
+
+    /// The value of cookie `name` as the request sent it: the last well-formed pair of that
+    /// name, name and value percent-decoded and trimmed.
+    fn received_cookie(&self, name: &str) -> Option<String> {
+        let mut found = None;
+        for (raw_name, raw_value) in self.inner.received.iter().flat_map(|header| cookie_pairs(header)) {
+            if raw_name.is_empty() || decoded(raw_name).as_deref() != Some(name) {
+                continue;
+            }
+            if let Some(value) = decoded(raw_value) {
+                found = Some(value);
+            }
+        }
+        found.map(std::borrow::Cow::into_owned)
     }
 
     fn jar(&self) -> MutexGuard<'_, CookieJar> {
@@ -90,10 +128,12 @@ impl Context {
     /// The current value of cookie `name`: as changed during this context, else as received.
     /// A cookie removed during this context is absent.
     pub fn cookie(&self, name: &str) -> Option<String> {
-        self.jar()
-            .get(name)
-            .filter(|c| !(c.value().is_empty() && c.max_age() == Some(cookie::time::Duration::ZERO)))
-            .map(|c| c.value().to_owned())
+        if let Some(changed) = self.jar().get(name) {
+            let removed =
+                changed.value().is_empty() && changed.max_age() == Some(cookie::time::Duration::ZERO);
+            return (!removed).then(|| changed.value().to_owned());
+        }
+        self.received_cookie(name)
     }
 
     /// Sets a cookie to be sent back with the response.
@@ -318,6 +358,44 @@ impl<F: Future> Future for WithContext<F> {
 
 #[cfg(test)]
 mod tests {
+    /// Finding a cookie when asked gives what parsing the whole header with the cookie crate
+    /// gave (the last well-formed pair of a name wins; names and values percent-decoded).
+    #[test]
+    fn lazy_cookie_lookup_matches_the_cookie_crate() {
+        let headers = [
+            "a=1; b=2",
+            "a=1;b=2;a=3",
+            " a = 1 ; b=",
+            "a=%41%42; %62=x",
+            "a=\"quoted\"; b=with space",
+            "a=%FF; a=ok",
+            "=nameless; a=1; novalue; b=2=3",
+            "access_token=tok; refresh_token=r; access_expires_at=99",
+            "",
+            ";;;",
+            "a=1; a=%E2%9C%93",
+        ];
+        for header in headers {
+            let mut jar = CookieJar::new();
+            for cookie in Cookie::split_parse_encoded(header.to_owned()).flatten() {
+                jar.add_original(cookie);
+            }
+            let ctx = Context::from_cookie_header(header);
+            for name in [
+                "a",
+                "b",
+                "access_token",
+                "refresh_token",
+                "access_expires_at",
+                "c",
+                "",
+            ] {
+                let expected = jar.get(name).map(|c| c.value().to_owned());
+                assert_eq!(ctx.cookie(name), expected, "{header:?} / {name:?}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -111,15 +111,27 @@ impl CookieConfig {
 /// (with a log line): a record left with only a refresh token is refreshed; with no token at
 /// all, the user is logged out. The session payload is not stored; it is recovered from the
 /// access token's JWT claims when there are any.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CookieStore {
     config: CookieConfig,
+    /// The full names of [`COOKIE_NAMES`](crate::defaults::COOKIE_NAMES), computed once.
+    names: Vec<(&'static str, String)>,
+}
+
+impl Default for CookieStore {
+    fn default() -> Self {
+        Self::new(CookieConfig::default())
+    }
 }
 
 impl CookieStore {
     /// A store writing cookies as `config` says.
     pub fn new(config: CookieConfig) -> Self {
-        Self { config }
+        let names = crate::defaults::COOKIE_NAMES
+            .iter()
+            .map(|base| (*base, config.name(base)))
+            .collect();
+        Self { config, names }
     }
 
     /// The configuration.
@@ -128,7 +140,11 @@ impl CookieStore {
     }
 
     fn read(&self, ctx: &Context, base: &str) -> Option<String> {
-        ctx.cookie(&self.config.name(base)).filter(|v| !v.is_empty())
+        let name = match self.names.iter().find(|(known, _)| *known == base) {
+            Some((_, name)) => std::borrow::Cow::Borrowed(name.as_str()),
+            None => std::borrow::Cow::Owned(self.config.name(base)),
+        };
+        ctx.cookie(&name).filter(|v| !v.is_empty())
     }
 
     fn read_time(&self, ctx: &Context, base: &str) -> Result<Option<SystemTime>, ()> {
