@@ -319,10 +319,14 @@ impl RequestBuilder {
             attempt = Empty,
             outcome = Empty
         );
-        let result = self
-            .attempts(ctx, transport, &span)
-            .instrument(span.clone())
-            .await;
+        // Without a subscriber listening, the span is not entered on every poll.
+        let result = if span.is_disabled() {
+            self.attempts(ctx, transport, &span).await
+        } else {
+            self.attempts(ctx, transport, &span)
+                .instrument(span.clone())
+                .await
+        };
         match &result {
             Ok((_, response)) => span.record("outcome", response.status().as_u16()),
             Err(error) => span.record("outcome", tracing::field::display(error.kind())),
