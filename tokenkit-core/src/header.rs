@@ -1,6 +1,6 @@
 //! Building headers from user input, with typed errors and credentials marked sensitive.
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::Error;
 use crate::redact::is_sensitive_header;
@@ -27,4 +27,23 @@ where
         value.set_sensitive(true);
     }
     Ok((name, value))
+}
+
+/// Appends a header built from user input to `headers`, or keeps the first error in `error`
+/// for the builder's final call to report: every `header(..)` setter of the API does this.
+pub(crate) fn append<K, V>(headers: &mut HeaderMap, error: &mut Option<Error>, name: K, value: V)
+where
+    HeaderName: TryFrom<K>,
+    <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+    HeaderValue: TryFrom<V>,
+    <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+{
+    match header_pair(name, value) {
+        Ok((name, value)) => {
+            headers.append(name, value);
+        }
+        Err(err) => {
+            error.get_or_insert(err);
+        }
+    }
 }

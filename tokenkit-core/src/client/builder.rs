@@ -194,12 +194,7 @@ impl ClientBuilder {
         HeaderValue: TryFrom<V>,
         <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
     {
-        match crate::header::header_pair(name, value) {
-            Ok((name, value)) => {
-                self.default_headers.append(name, value);
-            }
-            Err(err) => self.fail(err),
-        }
+        crate::header::append(&mut self.default_headers, &mut self.error, name, value);
         self
     }
 

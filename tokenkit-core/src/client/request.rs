@@ -15,7 +15,6 @@ use super::Client;
 use crate::context::{Context, Operation};
 use crate::error::{AuthFailure, Error, ErrorKind};
 use crate::events::Event;
-use crate::header::header_pair;
 use crate::redact::RedactedHeaders;
 use crate::source::RefreshHints;
 use crate::transport::Transport;
@@ -122,12 +121,7 @@ impl RequestBuilder {
         HeaderValue: TryFrom<V>,
         <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
     {
-        match header_pair(name, value) {
-            Ok((name, value)) => {
-                self.headers.append(name, value);
-            }
-            Err(err) => self.fail(err),
-        }
+        crate::header::append(&mut self.headers, &mut self.error, name, value);
         self
     }
 

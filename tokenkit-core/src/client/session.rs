@@ -58,14 +58,7 @@ impl LoginOptions {
         HeaderValue: TryFrom<V>,
         <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
     {
-        match crate::header::header_pair(name, value) {
-            Ok((name, value)) => {
-                self.headers.append(name, value);
-            }
-            Err(err) => {
-                self.error.get_or_insert(err);
-            }
-        }
+        crate::header::append(&mut self.headers, &mut self.error, name, value);
         self
     }
 
@@ -121,14 +114,7 @@ impl RefreshOptions {
         HeaderValue: TryFrom<V>,
         <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
     {
-        match crate::header::header_pair(name, value) {
-            Ok((name, value)) => {
-                self.headers.append(name, value);
-            }
-            Err(err) => {
-                self.error.get_or_insert(err);
-            }
-        }
+        crate::header::append(&mut self.headers, &mut self.error, name, value);
         self
     }
 

@@ -133,14 +133,7 @@ impl EndpointConfig {
         http::HeaderValue: TryFrom<V>,
         <http::HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
     {
-        match crate::header::header_pair(name, value) {
-            Ok((name, value)) => {
-                self.headers.append(name, value);
-            }
-            Err(err) => {
-                self.error.get_or_insert(err);
-            }
-        }
+        crate::header::append(&mut self.headers, &mut self.error, name, value);
         self
     }
 
