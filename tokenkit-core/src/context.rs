@@ -6,11 +6,14 @@
 //! `AsyncLocalStorage.run`, working on any executor because it only sets a thread-local around
 //! each poll.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 
 use cookie::{Cookie, CookieJar};
@@ -18,6 +21,7 @@ use http::header::{HeaderMap, HeaderValue, COOKIE};
 
 use crate::error::{Error, ErrorKind};
 use crate::runtime::BoxFuture;
+use crate::token::TokenRecord;
 
 /// The `name=value` pairs of a `Cookie` header, trimmed, in order; pieces without `=` are
 /// skipped. A byte scan: `;` and `=` are ASCII, so every slice falls on a character boundary.
@@ -30,11 +34,72 @@ fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
 
 /// `text` percent-decoded as UTF-8 (borrowed when it holds no escape); `None` when the
 /// decoded bytes are not UTF-8, as the cookie parser treats such a pair.
-fn decoded(text: &str) -> Option<std::borrow::Cow<'_, str>> {
-    if !text.bytes().any(|b| b == b'%') {
-        return Some(std::borrow::Cow::Borrowed(text));
+fn decoded(text: &str) -> Option<Cow<'_, str>> {
+    if !text.contains('%') {
+        return Some(Cow::Borrowed(text));
     }
     percent_encoding::percent_decode_str(text).decode_utf8().ok()
+}
+
+/// Where a `name=value` pair of the received cookies is, and whether its name or value
+/// holds a percent-escape (to be decoded when read).
+#[derive(Debug, Clone)]
+struct CookieAt {
+    name: Range<usize>,
+    value: Range<usize>,
+    escaped_name: bool,
+    escaped_value: bool,
+}
+
+impl CookieAt {
+    /// The value of this pair if it is cookie `name` (`None` also for a value that does not
+    /// decode, as the cookie parser skips such a pair).
+    fn value_if_named<'h>(&self, header: &'h str, name: &str) -> Option<Cow<'h, str>> {
+        let raw_name = header.get(self.name.clone())?;
+        let matches = if self.escaped_name {
+            decoded(raw_name).as_deref() == Some(name)
+        } else {
+            raw_name == name
+        };
+        if !matches {
+            return None;
+        }
+        let raw_value = header.get(self.value.clone())?;
+        if self.escaped_value {
+            decoded(raw_value)
+        } else {
+            Some(Cow::Borrowed(raw_value))
+        }
+    }
+}
+
+/// The pairs of `header`, located once (a context's cookies are looked up by name several
+/// times: by the token store, the session store, the app).
+fn index_cookies(header: &str) -> Vec<CookieAt> {
+    let base = header.as_ptr() as usize;
+    let range = |part: &str| {
+        let start = part.as_ptr() as usize - base;
+        start..start + part.len()
+    };
+    cookie_pairs(header)
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(name, value)| CookieAt {
+            name: range(name),
+            value: range(value),
+            escaped_name: name.contains('%'),
+            escaped_value: value.contains('%'),
+        })
+        .collect()
+}
+
+/// A token record a store read from this context, kept for later reads of the same context
+/// while its cookies are unchanged.
+struct CachedRecord {
+    /// The store that read it.
+    owner: u64,
+    /// The context's cookie generation when it was read.
+    generation: u64,
+    record: Arc<TokenRecord>,
 }
 
 /// The context of one incoming request (or any unit of work that owns a session).
@@ -47,12 +112,16 @@ struct ContextInner {
     /// Unique for the life of the process: never reused, unlike an address.
     id: u64,
     extensions: Mutex<http::Extensions>,
-    /// The request's `Cookie` header values, as received: a cookie is found (and decoded)
-    /// when it is asked for, so a context costs a copy of the header, not a parse of every
-    /// cookie.
-    received: Vec<String>,
+    /// The request's `Cookie` header values as received, joined with `; `: a context costs
+    /// a copy of the header; its pairs are located on the first lookup and decoded when
+    /// asked for.
+    received: String,
+    received_index: OnceLock<Vec<CookieAt>>,
     /// The cookies set or removed during this context: what to send back as `Set-Cookie`.
     cookies: Mutex<CookieJar>,
+    /// How many times a cookie was set or removed (`0`: never, and lookups skip the jar).
+    generation: AtomicU64,
+    record: Mutex<Option<CachedRecord>>,
 }
 
 impl Default for ContextInner {
@@ -61,8 +130,11 @@ impl Default for ContextInner {
         Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             extensions: Mutex::default(),
-            received: Vec::new(),
+            received: String::new(),
+            received_index: OnceLock::new(),
             cookies: Mutex::default(),
+            generation: AtomicU64::new(0),
+            record: Mutex::new(None),
         }
     }
 }
@@ -83,21 +155,26 @@ impl Context {
     /// Values are percent-decoded (tokenkit percent-encodes the values it sets); malformed
     /// pairs are skipped.
     pub fn from_cookie_header(header: &str) -> Self {
-        Self::with_received(vec![header.to_owned()])
+        Self::with_received(header.to_owned())
     }
 
     /// A context holding the cookies of every `Cookie` header in `headers`.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let received = headers
+        let mut received = String::new();
+        for value in headers
             .get_all(COOKIE)
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .map(str::to_owned)
-            .collect();
+        {
+            if !received.is_empty() {
+                received.push_str("; ");
+            }
+            received.push_str(value);
+        }
         Self::with_received(received)
     }
 
-    fn with_received(received: Vec<String>) -> Self {
+    fn with_received(received: String) -> Self {
         Self {
             inner: Arc::new(ContextInner {
                 received,
@@ -108,46 +185,82 @@ impl Context {
 
     /// The value of cookie `name` as the request sent it: the last well-formed pair of that
     /// name, name and value percent-decoded and trimmed.
-    fn received_cookie(&self, name: &str) -> Option<String> {
-        let mut found = None;
-        for (raw_name, raw_value) in self.inner.received.iter().flat_map(|header| cookie_pairs(header)) {
-            if raw_name.is_empty() || decoded(raw_name).as_deref() != Some(name) {
-                continue;
-            }
-            if let Some(value) = decoded(raw_value) {
-                found = Some(value);
-            }
-        }
-        found.map(std::borrow::Cow::into_owned)
+    fn received_cookie(&self, name: &str) -> Option<Cow<'_, str>> {
+        let header = self.inner.received.as_str();
+        let index = self.inner.received_index.get_or_init(|| index_cookies(header));
+        index.iter().rev().find_map(|at| at.value_if_named(header, name))
     }
 
     fn jar(&self) -> MutexGuard<'_, CookieJar> {
         self.inner.cookies.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Changes the jar; the generation moves on once the change is made.
+    fn change_jar(&self, change: impl FnOnce(&mut CookieJar)) {
+        let mut jar = self.jar();
+        change(&mut jar);
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Moves on whenever a cookie is set or removed: read it before reading cookies, to
+    /// cache what they said with [`cache_record`](Self::cache_record).
+    pub(crate) fn cookie_generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
     /// The current value of cookie `name`: as changed during this context, else as received.
     /// A cookie removed during this context is absent.
     pub fn cookie(&self, name: &str) -> Option<String> {
-        if let Some(changed) = self.jar().get(name) {
-            let removed =
-                changed.value().is_empty() && changed.max_age() == Some(cookie::time::Duration::ZERO);
-            return (!removed).then(|| changed.value().to_owned());
+        self.cookie_value(name).map(Cow::into_owned)
+    }
+
+    /// [`cookie`](Self::cookie), borrowed from the received header when it was not changed.
+    pub(crate) fn cookie_value(&self, name: &str) -> Option<Cow<'_, str>> {
+        if self.inner.generation.load(Ordering::Acquire) != 0 {
+            if let Some(changed) = self.jar().get(name) {
+                let removed =
+                    changed.value().is_empty() && changed.max_age() == Some(cookie::time::Duration::ZERO);
+                return (!removed).then(|| Cow::Owned(changed.value().to_owned()));
+            }
         }
         self.received_cookie(name)
     }
 
+    /// The record store `owner` read from this context, if its cookies have not changed
+    /// since.
+    pub(crate) fn cached_record(&self, owner: u64) -> Option<Arc<TokenRecord>> {
+        let cached = self.inner.record.lock().unwrap_or_else(PoisonError::into_inner);
+        let cached = cached.as_ref()?;
+        (cached.owner == owner && cached.generation == self.inner.generation.load(Ordering::Acquire))
+            .then(|| Arc::clone(&cached.record))
+    }
+
+    /// Keeps `record`, read by store `owner` from this context's cookies of `generation`.
+    pub(crate) fn cache_record(&self, owner: u64, generation: u64, record: Arc<TokenRecord>) {
+        let old = self
+            .inner
+            .record
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(CachedRecord {
+                owner,
+                generation,
+                record,
+            });
+        drop(old);
+    }
+
     /// Sets a cookie to be sent back with the response.
     pub fn set_cookie(&self, cookie: Cookie<'static>) {
-        self.jar().add(cookie);
+        self.change_jar(|jar| jar.add(cookie));
     }
 
     /// Removes a cookie: the response expires it (path and domain must match how it was set),
     /// whether or not the request carried it.
     pub fn remove_cookie(&self, cookie: Cookie<'static>) {
-        let mut jar = self.jar();
         let mut removal = cookie;
         removal.make_removal();
-        jar.add(removal);
+        self.change_jar(|jar| jar.add(removal));
     }
 
     /// The cookies changed during this context, as `Set-Cookie` header values (removals

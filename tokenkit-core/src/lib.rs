@@ -83,6 +83,7 @@
 
 mod client;
 mod context;
+mod deadline;
 pub mod defaults;
 #[doc = include_str!("../docs/migrating.md")]
 pub mod migrating {}
@@ -115,6 +116,7 @@ pub use client::{
 pub use context::{
     run_with_context, Context, ContextProvider, FnContextProvider, Operation, TaskContextProvider,
 };
+pub use deadline::Deadline;
 pub use error::{AuthFailure, Error, ErrorKind, OAuthError};
 pub use events::Event;
 pub use policy::{parse_duration, Freshness, RefreshPolicy, StandardPolicy};

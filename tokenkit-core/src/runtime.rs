@@ -35,6 +35,16 @@ impl Clock for SystemClock {
 pub trait Sleep: Send + Sync + fmt::Debug {
     /// A future that completes after `duration`.
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+
+    /// The timeout of one request (or token request): a future that completes no earlier than
+    /// `duration` from now. One is created for every request sent with a timeout and nearly
+    /// all are dropped before they complete, so this should be cheap to create and drop; it
+    /// may complete somewhat late. The default is [`sleep`](Self::sleep); a hook on the real
+    /// clock can return a [`Deadline`](crate::Deadline), as `tokenkit_tokio::TokioSleep`
+    /// does.
+    fn timeout(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        self.sleep(duration)
+    }
 }
 
 /// Runs a future to completion in the background.

@@ -121,7 +121,7 @@ pub(crate) async fn send_with_timeout(
     use futures_util::future::{select, Either};
     let send = transport.send(request);
     match (timeout, sleep) {
-        (Some(limit), Some(sleep)) => match select(send, sleep.sleep(limit)).await {
+        (Some(limit), Some(sleep)) => match select(send, sleep.timeout(limit)).await {
             Either::Left((result, _)) => result.map_err(crate::Error::from),
             Either::Right(_) => Err(crate::Error::timeout(format!(
                 "no response within {}ms",

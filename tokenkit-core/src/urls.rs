@@ -111,16 +111,15 @@ impl BaseParts {
     }
 
     /// The URI of `target` (plus `extra_query`) when both are plain enough to join without a
-    /// parse; `None` sends the caller to the full resolution.
+    /// parse; `None` sends the caller to the full resolution. One pass over the bytes.
     fn join(&self, target: &str, extra_query: &str) -> Option<Uri> {
-        let (path, query) = match target.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
+        let (path, query) = match memchr(b'?', target.as_bytes()) {
+            Some(at) => (&target[..at], Some(&target[at + 1..])),
             None => (target, None),
         };
         let rel = path.trim_start_matches('/');
         if rel.is_empty()
-            || !rel.bytes().all(plain_path_byte)
-            || rel.split('/').any(|segment| segment == "." || segment == "..")
+            || !plain_path(rel.as_bytes())
             || !query.unwrap_or_default().bytes().all(plain_query_byte)
             || !extra_query.bytes().all(plain_query_byte)
         {
@@ -148,14 +147,62 @@ impl BaseParts {
     }
 }
 
-/// Path characters a URL parser keeps as they are (no `%`: escapes of dots are dot segments).
-fn plain_path_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b)
+/// A byte-class table: `table[b]` says whether `b` is one of `extra` or an ASCII letter or
+/// digit (when `alphanumeric`), or any printable ASCII character but those in `extra`.
+const fn byte_class(extra: &[u8], printable_except: bool) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = if printable_except {
+            byte >= 0x21 && byte <= 0x7e
+        } else {
+            byte.is_ascii_alphanumeric()
+        };
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = !printable_except;
+        i += 1;
+    }
+    table
 }
 
+/// Path characters a URL parser keeps as they are (no `%`: escapes of dots are dot segments).
+const PLAIN_PATH: [bool; 256] = byte_class(b"-._~!$&'()*+,;=:@/", false);
+
 /// Query characters a URL parser keeps as they are.
+const PLAIN_QUERY: [bool; 256] = byte_class(b"\"#<>'`{}|\\^[]", true);
+
 fn plain_query_byte(b: u8) -> bool {
-    (0x21..=0x7e).contains(&b) && !b"\"#<>'`{}|\\^[]".contains(&b)
+    PLAIN_QUERY[usize::from(b)]
+}
+
+/// Whether a relative path (no leading `/`) is all plain characters and has no dot segment
+/// (`.` or `..`), which a URL parser would remove.
+fn plain_path(rel: &[u8]) -> bool {
+    let mut segment_start = 0;
+    for (i, &b) in rel.iter().enumerate() {
+        if !PLAIN_PATH[usize::from(b)] {
+            return false;
+        }
+        if b == b'/' {
+            if is_dot_segment(&rel[segment_start..i]) {
+                return false;
+            }
+            segment_start = i + 1;
+        }
+    }
+    !is_dot_segment(&rel[segment_start..])
+}
+
+fn is_dot_segment(segment: &[u8]) -> bool {
+    matches!(segment, b"." | b"..")
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
 }
 
 /// A request target resolved to a URI, and whether it has the base URL's origin (only then
@@ -175,7 +222,8 @@ pub(crate) fn request_uri(
     target: &str,
     extra_query: &str,
 ) -> Result<Resolved, Error> {
-    if !is_absolute(target) && !target.contains('#') {
+    // A `#` is not a plain character: such targets take the full resolution.
+    if !is_absolute(target) {
         if let Some(uri) = parts.and_then(|parts| parts.join(target, extra_query)) {
             return Ok(Resolved {
                 uri,
@@ -198,8 +246,13 @@ pub(crate) fn to_uri(url: &Url) -> Result<Uri, Error> {
 }
 
 fn is_absolute(target: &str) -> bool {
-    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
+    let starts_with = |prefix: &str| {
+        target
+            .as_bytes()
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+    };
+    starts_with("http://") || starts_with("https://")
 }
 
 fn join_queries(parts: &[&str]) -> String {
@@ -225,6 +278,24 @@ pub(crate) fn same_origin(url: &Url, base: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_tables_match_their_definitions() {
+        for b in 0..=255u8 {
+            let path = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b);
+            let query = (0x21..=0x7e).contains(&b) && !b"\"#<>'`{}|\\^[]".contains(&b);
+            assert_eq!(PLAIN_PATH[usize::from(b)], path, "path byte {b:#04x}");
+            assert_eq!(PLAIN_QUERY[usize::from(b)], query, "query byte {b:#04x}");
+        }
+        assert!(plain_path(b"a/b.c/..d/.e"));
+        assert!(!plain_path(b"a/../b") && !plain_path(b"a/..") && !plain_path(b"./a") && !plain_path(b"."));
+        assert!(
+            is_absolute("HTTPS://x")
+                && is_absolute("http://")
+                && !is_absolute("/http://x")
+                && !is_absolute("htt")
+        );
+    }
 
     fn r(base: &str, target: &str, extra: &str) -> String {
         resolve(&parse_base(base).unwrap(), target, extra)

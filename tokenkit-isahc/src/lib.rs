@@ -140,6 +140,15 @@ impl Sleep for TimerSleep {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
         Box::pin(futures_timer::Delay::new(duration.min(LONGEST_SLEEP)))
     }
+
+    /// Request timeouts are [`Deadline`](tokenkit_core::Deadline)s: cheaper to create and
+    /// drop than a `futures-timer` delay, which wakes its thread on every creation.
+    fn timeout(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        match tokenkit_core::Deadline::after(duration) {
+            Ok(deadline) => Box::pin(deadline),
+            Err(_) => self.sleep(duration),
+        }
+    }
 }
 
 /// A runtime-agnostic [`Spawn`]: one process-wide executor thread (`tokenkit-isahc`), started

@@ -99,7 +99,7 @@ impl Transport for ReqwestTransport {
             .client
             .as_ref()
             .map_err(|message| TransportError::new(TransportErrorKind::Other, *message))?;
-        let request = reqwest::Request::try_from(request).map_err(map_error)?;
+        let request = to_reqwest(request)?;
         let sent_to = self.refuse_redirected.then(|| request.url().clone());
         let response = client.execute(request).await.map_err(map_error)?;
         if sent_to.is_some_and(|url| &url != response.url()) {
@@ -109,28 +109,73 @@ impl Transport for ReqwestTransport {
     }
 }
 
+/// The request as reqwest takes it, its URL parsed once from the URI's parts.
+fn to_reqwest(request: http::Request<Bytes>) -> Result<reqwest::Request, TransportError> {
+    let (parts, body) = request.into_parts();
+    if !parts.extensions.is_empty() {
+        // Only reqwest's own conversion carries extensions over.
+        let request = http::Request::from_parts(parts, body);
+        return reqwest::Request::try_from(request).map_err(map_error);
+    }
+    let mut request = reqwest::Request::new(parts.method, url_of(&parts.uri)?);
+    *request.headers_mut() = parts.headers;
+    *request.body_mut() = Some(body.into());
+    *request.version_mut() = parts.version;
+    Ok(request)
+}
+
+/// The URL of an absolute URI, written out from its parts and parsed.
+fn url_of(uri: &http::Uri) -> Result<reqwest::Url, TransportError> {
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(TransportError::new(
+            TransportErrorKind::Other,
+            "the request URI is not absolute",
+        ));
+    };
+    let path = uri.path_and_query().map_or("/", |path| path.as_str());
+    let mut text = String::with_capacity(scheme.len() + 3 + authority.as_str().len() + path.len());
+    text.push_str(scheme);
+    text.push_str("://");
+    text.push_str(authority.as_str());
+    text.push_str(path);
+    reqwest::Url::parse(&text).map_err(|e| {
+        TransportError::new(
+            TransportErrorKind::Other,
+            format!("the request URI is not a URL: {e}"),
+        )
+    })
+}
+
 /// Buffers a reqwest response, refusing bodies over `limit` bytes.
 async fn buffer(
     mut response: reqwest::Response,
     limit: usize,
 ) -> Result<http::Response<Bytes>, TransportError> {
-    if response.content_length().is_some_and(|len| len > limit as u64) {
+    let exact_length = response.content_length();
+    if exact_length.is_some_and(|len| len > limit as u64) {
         return Err(too_large(limit));
     }
-    let mut builder = http::Response::builder()
-        .status(response.status())
-        .version(response.version());
-    if let Some(headers) = builder.headers_mut() {
-        *headers = std::mem::take(response.headers_mut());
-    }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(map_error)? {
-        if body.len() + chunk.len() > limit {
-            return Err(too_large(limit));
+    let (status, version) = (response.status(), response.version());
+    let headers = std::mem::take(response.headers_mut());
+    let body = if exact_length.is_some() {
+        // The body is exactly that long (hyper reads no further): reqwest collects it, without
+        // a copy when it arrives in one piece.
+        response.bytes().await.map_err(map_error)?
+    } else {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(map_error)? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    builder.body(body.freeze()).map_err(TransportError::other)
+        body.freeze()
+    };
+    let mut buffered = http::Response::new(body);
+    *buffered.status_mut() = status;
+    *buffered.version_mut() = version;
+    *buffered.headers_mut() = headers;
+    Ok(buffered)
 }
 
 /// The error for a response a passed-in client reached through a redirect.

@@ -11,13 +11,27 @@ use std::time::Duration;
 
 use tokenkit_core::{BoxFuture, Runtime, Sleep, Spawn, SpawnError};
 
-/// Sleeps with `tokio::time::sleep`.
+/// Sleeps with `tokio::time::sleep` (retry pauses); request timeouts are
+/// [`Deadline`](tokenkit_core::Deadline)s on tokenkit's deadline thread.
+///
+/// A request timeout is created for every request and almost never fires; tokio's timer
+/// costs about 1,350 instructions per request for it, a deadline about a third of that (see
+/// BENCHMARKS.md). Deadlines follow the real clock: `tokio::time::pause()` does not stop them
+/// (test timeouts with tokenkit's `ManualSleep`). Should the deadline thread fail to start,
+/// timeouts fall back to `tokio::time::sleep`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TokioSleep;
 
 impl Sleep for TokioSleep {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
         Box::pin(tokio::time::sleep(duration))
+    }
+
+    fn timeout(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        match tokenkit_core::Deadline::after(duration) {
+            Ok(deadline) => Box::pin(deadline),
+            Err(_) => self.sleep(duration),
+        }
     }
 }
 

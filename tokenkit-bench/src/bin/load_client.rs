@@ -43,6 +43,11 @@ fn provider(
 }
 
 fn tokenkit(builder: ClientBuilder, server: &str) -> Client {
+    let builder = if std::env::var_os("NO_TIMEOUT").is_some() {
+        builder.no_timeout()
+    } else {
+        builder
+    };
     builder
         .retry(RetryConfig::none())
         .provider(provider(server))
@@ -136,6 +141,12 @@ async fn run(mode: &str, n: usize, server: &str) {
 }
 
 fn main() {
+    // Every mode runs with one idle thread besides the runtime's, as any real application has
+    // (a multi-threaded runtime, a blocking pool, a timer thread): libc's syscall wrappers then
+    // take the same multi-threaded path in every mode.
+    std::thread::spawn(|| loop {
+        std::thread::park();
+    });
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "raw-hyper".to_owned());
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);

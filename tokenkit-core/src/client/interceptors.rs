@@ -106,6 +106,32 @@ pub(crate) struct Interceptors {
     pub(crate) error: Vec<Arc<dyn ErrorInterceptor>>,
 }
 
+impl Interceptors {
+    /// Runs the request interceptors in order.
+    pub(crate) async fn intercept_request(
+        &self,
+        mut request: http::Request<bytes::Bytes>,
+        ctx: Option<&Context>,
+    ) -> Result<http::Request<bytes::Bytes>, Error> {
+        for interceptor in &self.request {
+            request = interceptor.intercept(request, ctx.cloned()).await?;
+        }
+        Ok(request)
+    }
+
+    /// Runs the response interceptors in order.
+    pub(crate) async fn intercept_response(
+        &self,
+        mut response: http::Response<bytes::Bytes>,
+        ctx: Option<&Context>,
+    ) -> Result<http::Response<bytes::Bytes>, Error> {
+        for interceptor in &self.response {
+            response = interceptor.intercept(response, ctx.cloned()).await?;
+        }
+        Ok(response)
+    }
+}
+
 impl std::fmt::Debug for Interceptors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Interceptors")

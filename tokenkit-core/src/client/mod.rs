@@ -43,12 +43,15 @@ type Formatter = Arc<dyn Fn(&AccessToken, Option<&str>) -> String + Send + Sync>
 /// The default header value: `Bearer <token>`, or `<type> <token>` when the source reported a
 /// type other than bearer.
 fn default_format(token: &AccessToken, token_type: Option<&str>) -> String {
-    match token_type {
-        Some(kind) if !kind.eq_ignore_ascii_case("bearer") && !kind.is_empty() => {
-            format!("{kind} {}", token.secret())
-        }
-        _ => format!("Bearer {}", token.secret()),
-    }
+    let scheme = match token_type {
+        Some(kind) if !kind.eq_ignore_ascii_case("bearer") && !kind.is_empty() => kind,
+        _ => "Bearer",
+    };
+    let mut value = String::with_capacity(scheme.len() + 1 + token.secret().len());
+    value.push_str(scheme);
+    value.push(' ');
+    value.push_str(token.secret());
+    value
 }
 
 /// An HTTP client that authenticates its requests. Cheap to clone (clones share the token
@@ -210,16 +213,6 @@ impl Client {
         if let Some(sleep) = &self.inner.runtime.sleep {
             sleep.sleep(pause).await;
         }
-    }
-
-    pub(crate) async fn send_with_timeout(
-        &self,
-        transport: &(dyn Transport + '_),
-        request: http::Request<bytes::Bytes>,
-        timeout: Option<Duration>,
-    ) -> Result<http::Response<bytes::Bytes>, Error> {
-        let sleep = self.inner.runtime.sleep.as_deref();
-        crate::transport::send_with_timeout(transport, sleep, request, timeout).await
     }
 
     /// Sends a prepared request through the full flow — token injection (base origin only),

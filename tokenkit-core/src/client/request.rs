@@ -1,9 +1,11 @@
 //! Request builders, the request flow and responses.
 
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::{self, Either};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -203,7 +205,7 @@ impl RequestBuilder {
     }
 
     /// Sends the request and decodes a JSON body into `T`.
-    pub async fn send<T: DeserializeOwned>(self) -> Result<ApiResponse<T>, Error> {
+    pub fn send<T: DeserializeOwned>(self) -> impl Future<Output = Result<ApiResponse<T>, Error>> {
         self.send_with(|response| {
             let data = serde_json::from_slice(&response.data).map_err(|e| {
                 // serde's message may quote the body; report only where and what class of error.
@@ -217,16 +219,14 @@ impl RequestBuilder {
             })?;
             Ok(response.map(|_| data))
         })
-        .await
     }
 
     /// Sends the request and returns the body as text (invalid UTF-8 is replaced).
-    pub async fn send_text(self) -> Result<ApiResponse<String>, Error> {
+    pub fn send_text(self) -> impl Future<Output = Result<ApiResponse<String>, Error>> {
         self.send_with(|response| {
             let text = String::from_utf8_lossy(&response.data).into_owned();
             Ok(response.map(|_| text))
         })
-        .await
     }
 
     /// Overrides the client's retry policy for this request.
@@ -236,13 +236,13 @@ impl RequestBuilder {
     }
 
     /// Sends the request and returns the raw body.
-    pub async fn send_bytes(self) -> Result<ApiResponse<Bytes>, Error> {
-        self.send_with(Ok).await
+    pub fn send_bytes(self) -> impl Future<Output = Result<ApiResponse<Bytes>, Error>> {
+        self.send_with(Ok)
     }
 
     /// The client and the context of this request, or the error recorded while building it.
     fn prepare(&mut self) -> Result<(Client, Option<Context>), Error> {
-        let (Some(client), None) = (self.client.clone(), &self.error) else {
+        let (Some(client), None) = (self.client.take(), &self.error) else {
             return Err(self
                 .error
                 .take()
@@ -255,56 +255,63 @@ impl RequestBuilder {
         Ok((client, ctx))
     }
 
+    // The request flow is one future: the builder is captured once, where it stays, and every
+    // step borrows it, so the request's state is not copied from one nested future into the
+    // next. Only the cold paths (refresh, recovery, retry pauses, error interceptors, a
+    // listening tracing subscriber) are boxed futures of their own.
+
     /// Sends, converts the body, and lets the error interceptors observe any error.
-    async fn send_with<T>(
-        mut self,
-        convert: impl FnOnce(ApiResponse<Bytes>) -> Result<ApiResponse<T>, Error>,
-    ) -> Result<ApiResponse<T>, Error> {
-        let (client, ctx) = self.prepare()?;
-        let result = self.execute(ctx.as_ref()).await.and_then(convert);
-        observed(&client, ctx, result).await
-    }
-
-    /// The request flow: token → request interceptors → send (with timeout) → retry of
-    /// network errors and retryable statuses (idempotent methods) → on a rejected status,
-    /// compare-and-refresh and replay (at most `max_recovery_tries`) → response interceptors
-    /// → status check.
-    async fn execute(self, ctx: Option<&Context>) -> Result<ApiResponse<Bytes>, Error> {
-        let Some(client) = self.client.clone() else {
-            return Err(Error::config("the request has no client"));
-        };
-        let (url, response) = self.exchange(ctx, &*client.inner.transport).await?;
-        let (parts, body) = response.into_parts();
-        if parts.status.is_success() {
-            return Ok(ApiResponse {
-                data: body,
-                status: parts.status,
-                headers: parts.headers,
-                url,
-            });
-        }
-        let what = format!("{} {}", parts.status.as_u16(), url.path());
-        // The policy says which final statuses are authentication failures (by default the
-        // ones it recovers from, and 403).
-        let auth_failure = match &client.inner.auth {
-            Some(auth) => auth.manager.policy().is_auth_failure(parts.status),
-            None => crate::policy::is_auth_failure_by_default(parts.status),
-        };
-        let kind = if auth_failure {
-            ErrorKind::Auth(AuthFailure::Rejected)
-        } else {
-            ErrorKind::Status
-        };
-        Err(Error::new(kind, what).with_response(parts.status, body))
-    }
-
-    /// The exchange through `transport`, inside a `request` span (fields: method, host,
-    /// attempt, outcome): the final response, whatever its status.
-    async fn exchange(
+    fn send_with<T>(
         self,
-        ctx: Option<&Context>,
-        transport: &(dyn Transport + '_),
-    ) -> Result<(http::Uri, http::Response<Bytes>), Error> {
+        convert: impl FnOnce(ApiResponse<Bytes>) -> Result<ApiResponse<T>, Error>,
+    ) -> impl Future<Output = Result<ApiResponse<T>, Error>> {
+        let mut builder = self;
+        async move {
+            let (client, ctx) = builder.prepare()?;
+            let transport = &*client.inner.transport;
+            let result = match builder.exchange(&client, ctx.as_ref(), transport).await {
+                Ok((url, response)) => final_response(&client, url, response).and_then(convert),
+                Err(err) => Err(err),
+            };
+            match result {
+                Ok(response) => Ok(response),
+                Err(err) => {
+                    Box::pin(observe(&client, ctx, &err)).await;
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Sends a prepared request through the full flow and returns the final response as is
+    /// (non-2xx included): the entry point of embeddings ([`Client::send_http_via`]).
+    pub(crate) fn send_raw<'t>(
+        self,
+        transport: &'t (dyn Transport + '_),
+    ) -> impl Future<Output = Result<http::Response<Bytes>, Error>> + 't {
+        let mut builder = self;
+        async move {
+            let (client, ctx) = builder.prepare()?;
+            match builder.exchange(&client, ctx.as_ref(), transport).await {
+                Ok((_, response)) => Ok(response),
+                Err(err) => {
+                    Box::pin(observe(&client, ctx, &err)).await;
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// The exchange through `transport`: the final response, whatever its status. Inside a
+    /// `request` span (fields: method, host, attempt, outcome) when a subscriber listens;
+    /// without one, no span is entered on every poll.
+    fn exchange<'a>(
+        &'a mut self,
+        client: &'a Client,
+        ctx: Option<&'a Context>,
+        transport: &'a (dyn Transport + '_),
+    ) -> impl Future<Output = Result<(http::Uri, http::Response<Bytes>), Error>> + 'a {
+        use futures_util::future::FutureExt;
         use tracing::field::Empty;
         let span = tracing::debug_span!(
             "request",
@@ -313,88 +320,94 @@ impl RequestBuilder {
             attempt = Empty,
             outcome = Empty
         );
-        // Without a subscriber listening, the span is not entered on every poll.
-        let result = if span.is_disabled() {
-            self.attempts(ctx, transport, &span).await
-        } else {
-            self.attempts(ctx, transport, &span)
+        if span.is_disabled() {
+            return self.attempts(client, ctx, transport, None).left_future();
+        }
+        let traced = async move {
+            let result = self
+                .attempts(client, ctx, transport, Some(&span))
                 .instrument(span.clone())
-                .await
+                .await;
+            match &result {
+                Ok((_, response)) => span.record("outcome", response.status().as_u16()),
+                Err(error) => span.record("outcome", tracing::field::display(error.kind())),
+            };
+            result
         };
-        match &result {
-            Ok((_, response)) => span.record("outcome", response.status().as_u16()),
-            Err(error) => span.record("outcome", tracing::field::display(error.kind())),
-        };
-        result
+        Box::pin(traced).right_future()
     }
 
+    /// The attempts: token → request interceptors → send (with timeout) → retry of network
+    /// errors and retryable statuses (idempotent methods) → on a rejected status,
+    /// compare-and-refresh and replay (at most `max_recovery_tries`) → response interceptors.
     async fn attempts(
-        mut self,
+        &mut self,
+        client: &Client,
         ctx: Option<&Context>,
         transport: &(dyn Transport + '_),
-        span: &tracing::Span,
+        span: Option<&tracing::Span>,
     ) -> Result<(http::Uri, http::Response<Bytes>), Error> {
-        let Some(client) = self.client.clone() else {
-            return Err(Error::config("the request has no client"));
-        };
         let inner = &client.inner;
-        let resolved = urls::request_uri(&inner.base, inner.base_parts.as_ref(), &self.target, &self.query)?;
-        let uri = resolved.uri;
-        // Fields are recorded only for a subscriber that listens (reading the host is not free).
-        let traced = !span.is_disabled();
-        if traced {
+        let urls::Resolved { uri, same_origin } =
+            urls::request_uri(&inner.base, inner.base_parts.as_ref(), &self.target, &self.query)?;
+        if let Some(span) = span {
             span.record("host", uri.host());
         }
         let timeout = self.timeout.unwrap_or(inner.timeout);
-        let retry = self.retry.as_ref().unwrap_or(&inner.retry);
         // The token goes only to the base URL's origin.
-        let auth = inner
-            .auth
-            .as_ref()
-            .filter(|_| !self.skip_auth && resolved.same_origin);
+        let auth = inner.auth.as_ref().filter(|_| !self.skip_auth && same_origin);
 
+        // What a refresh this request triggers carries: its own headers and override data
+        // (boxed: most requests have neither, and never refresh).
         let hints = match auth {
-            Some(_) => RefreshHints::new(&self.headers, self.auth_override.data.take()),
-            None => RefreshHints::default(),
+            Some(_) if !self.headers.is_empty() || self.auth_override.data.is_some() => Some(Box::new(
+                RefreshHints::new(&self.headers, self.auth_override.data.take()),
+            )),
+            _ => None,
         };
-        let mut headers = inner.default_headers.clone();
-        if let Some(resolve) = &inner.resolver {
-            for (name, value) in resolve(ctx, Operation::Request) {
-                if let Some(name) = name {
-                    headers.insert(name, value);
-                }
-            }
-        }
-        for name in self.headers.keys() {
-            headers.remove(name);
-        }
-        headers.extend(self.headers.drain());
+        let hints = || hints.as_deref().unwrap_or_else(|| RefreshHints::none());
+        let headers = self.merged_headers(client, ctx);
+        let retry = self.retry.as_ref().unwrap_or(&inner.retry);
 
         // A fresh token is read without an await; the refresh path is boxed, so its state
         // does not enlarge (and get copied with) every request's future.
         let mut token = match auth {
             Some(auth) => Some(match auth.manager.fresh_token(ctx) {
                 Some(record) => record,
-                None => Box::pin(auth.manager.token(ctx, &hints)).await?,
+                None => Box::pin(auth.manager.token(ctx, hints())).await?,
             }),
             None => None,
         };
         let policy = auth.map(|auth| &**auth.manager.policy());
         let (mut attempt, mut recoveries) = (1u32, 0u32);
         let mut response = loop {
-            let mut request = http::Request::new(self.body.clone());
-            *request.method_mut() = self.method.clone();
-            *request.uri_mut() = uri.clone();
-            *request.headers_mut() = headers.clone();
-            if let (Some(auth), Some(record)) = (auth, &token) {
-                request
-                    .headers_mut()
-                    .insert(auth.header_name.clone(), auth.header_value(record)?);
-            }
-            for interceptor in &inner.interceptors.request {
-                request = interceptor.intercept(request, ctx.cloned()).await?;
-            }
-            let sent = client.send_with_timeout(transport, request, timeout).await;
+            // The request of this attempt lives only until the transport takes it, so it does
+            // not occupy the future while the response is awaited.
+            let send = {
+                let mut request = http::Request::new(self.body.clone());
+                *request.method_mut() = self.method.clone();
+                *request.uri_mut() = uri.clone();
+                *request.headers_mut() = headers.clone();
+                if let (Some(auth), Some(record)) = (auth, &token) {
+                    request
+                        .headers_mut()
+                        .insert(auth.header_name.clone(), auth.header_value(record)?);
+                }
+                if !inner.interceptors.request.is_empty() {
+                    request = Box::pin(inner.interceptors.intercept_request(request, ctx)).await?;
+                }
+                transport.send(request)
+            };
+            let sent = match (timeout, inner.runtime.sleep.as_deref()) {
+                (Some(limit), Some(sleep)) => match future::select(send, sleep.timeout(limit)).await {
+                    Either::Left((sent, _)) => sent.map_err(Error::from),
+                    Either::Right(_) => Err(Error::timeout(format!(
+                        "no response within {}ms",
+                        limit.as_millis()
+                    ))),
+                },
+                _ => send.await.map_err(Error::from),
+            };
             let outcome = match &sent {
                 Ok(response) => Outcome::Answered {
                     status: response.status(),
@@ -408,7 +421,7 @@ impl RequestBuilder {
                 recoveries,
                 authenticated: token.is_some(),
             };
-            if traced {
+            if let Some(span) = span {
                 span.record("attempt", attempt);
             }
             let now = || inner.runtime.clock.now();
@@ -435,7 +448,7 @@ impl RequestBuilder {
                         method: &self.method,
                         status,
                     });
-                    match Box::pin(auth.manager.recover(ctx, record, recoveries, status, &hints)).await {
+                    match Box::pin(auth.manager.recover(ctx, record, recoveries, status, hints())).await {
                         Ok(next) => {
                             recoveries += 1;
                             token = Some(next);
@@ -448,24 +461,32 @@ impl RequestBuilder {
                 }
             }
         };
-        for interceptor in &inner.interceptors.response {
-            response = interceptor.intercept(response, ctx.cloned()).await?;
+        if !inner.interceptors.response.is_empty() {
+            response = Box::pin(inner.interceptors.intercept_response(response, ctx)).await?;
         }
         Ok((uri, response))
     }
 
-    /// Sends a prepared request through the full flow and returns the final response as is
-    /// (non-2xx included): the entry point of embeddings ([`Client::send_http_via`]).
-    pub(crate) async fn send_raw(
-        mut self,
-        transport: &(dyn Transport + '_),
-    ) -> Result<http::Response<Bytes>, Error> {
-        let (client, ctx) = self.prepare()?;
-        let result = self
-            .exchange(ctx.as_ref(), transport)
-            .await
-            .map(|(_, response)| response);
-        observed(&client, ctx, result).await
+    /// The client's default headers, then the header resolver's, then this request's own
+    /// (each replacing the names before it).
+    fn merged_headers(&mut self, client: &Client, ctx: Option<&Context>) -> HeaderMap {
+        let inner = &client.inner;
+        if inner.default_headers.is_empty() && inner.resolver.is_none() {
+            return std::mem::take(&mut self.headers);
+        }
+        let mut headers = inner.default_headers.clone();
+        if let Some(resolve) = &inner.resolver {
+            for (name, value) in resolve(ctx, Operation::Request) {
+                if let Some(name) = name {
+                    headers.insert(name, value);
+                }
+            }
+        }
+        for name in self.headers.keys() {
+            headers.remove(name);
+        }
+        headers.extend(self.headers.drain());
+        headers
     }
 
     /// A request builder from a prepared `http::Request` (its URI may be absolute or a path).
@@ -479,14 +500,42 @@ impl RequestBuilder {
     }
 }
 
-/// Lets the error interceptors observe the final error of a request, then returns the result.
-async fn observed<T>(client: &Client, ctx: Option<Context>, result: Result<T, Error>) -> Result<T, Error> {
-    if let Err(err) = &result {
-        for interceptor in &client.inner.interceptors.error {
-            interceptor.observe(err.clone(), ctx.clone()).await;
-        }
+/// The final response of a request sent by a `send` method: its data when the status is a
+/// success, else a typed error carrying the status and body.
+fn final_response(
+    client: &Client,
+    url: http::Uri,
+    response: http::Response<Bytes>,
+) -> Result<ApiResponse<Bytes>, Error> {
+    let (parts, body) = response.into_parts();
+    if parts.status.is_success() {
+        return Ok(ApiResponse {
+            data: body,
+            status: parts.status,
+            headers: parts.headers,
+            url,
+        });
     }
-    result
+    let what = format!("{} {}", parts.status.as_u16(), url.path());
+    // The policy says which final statuses are authentication failures (by default the
+    // ones it recovers from, and 403).
+    let auth_failure = match &client.inner.auth {
+        Some(auth) => auth.manager.policy().is_auth_failure(parts.status),
+        None => crate::policy::is_auth_failure_by_default(parts.status),
+    };
+    let kind = if auth_failure {
+        ErrorKind::Auth(AuthFailure::Rejected)
+    } else {
+        ErrorKind::Status
+    };
+    Err(Error::new(kind, what).with_response(parts.status, body))
+}
+
+/// Lets the error interceptors observe the final error of a request.
+async fn observe(client: &Client, ctx: Option<Context>, err: &Error) {
+    for interceptor in &client.inner.interceptors.error {
+        interceptor.observe(err.clone(), ctx.clone()).await;
+    }
 }
 
 /// A successful response: decoded data, status, headers and the final URL.

@@ -107,6 +107,12 @@ pub(crate) struct RefreshHints {
 }
 
 impl RefreshHints {
+    /// No headers, no data.
+    pub(crate) fn none() -> &'static Self {
+        static NONE: std::sync::OnceLock<RefreshHints> = std::sync::OnceLock::new();
+        NONE.get_or_init(Self::default)
+    }
+
     /// Hints from a request's headers (credentials and hop-by-hop headers are dropped) and
     /// override data.
     pub(crate) fn new(headers: &http::HeaderMap, data: Option<serde_json::Value>) -> Self {

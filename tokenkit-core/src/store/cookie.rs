@@ -1,5 +1,6 @@
 //! Per-user sessions in HttpOnly cookies.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -115,7 +116,10 @@ impl CookieConfig {
 pub struct CookieStore {
     config: CookieConfig,
     /// The full names of [`COOKIE_NAMES`](crate::defaults::COOKIE_NAMES), computed once.
-    names: Vec<(&'static str, String)>,
+    names: [String; 5],
+    /// Tells this store's records apart from other stores' in a context's record cache
+    /// (clones, with the same configuration, share it).
+    id: u64,
 }
 
 impl Default for CookieStore {
@@ -127,11 +131,10 @@ impl Default for CookieStore {
 impl CookieStore {
     /// A store writing cookies as `config` says.
     pub fn new(config: CookieConfig) -> Self {
-        let names = crate::defaults::COOKIE_NAMES
-            .iter()
-            .map(|base| (*base, config.name(base)))
-            .collect();
-        Self { config, names }
+        let names = crate::defaults::COOKIE_NAMES.map(|base| config.name(base));
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self { config, names, id }
     }
 
     /// The configuration.
@@ -139,16 +142,13 @@ impl CookieStore {
         &self.config
     }
 
-    fn read(&self, ctx: &Context, base: &str) -> Option<String> {
-        let name = match self.names.iter().find(|(known, _)| *known == base) {
-            Some((_, name)) => std::borrow::Cow::Borrowed(name.as_str()),
-            None => std::borrow::Cow::Owned(self.config.name(base)),
-        };
-        ctx.cookie(&name).filter(|v| !v.is_empty())
+    /// The value of cookie `COOKIE_NAMES[which]`, if set and not empty.
+    fn read<'c>(&self, ctx: &'c Context, which: usize) -> Option<Cow<'c, str>> {
+        ctx.cookie_value(self.names.get(which)?).filter(|v| !v.is_empty())
     }
 
-    fn read_time(&self, ctx: &Context, base: &str) -> Result<Option<SystemTime>, ()> {
-        match self.read(ctx, base) {
+    fn read_time(&self, ctx: &Context, which: usize) -> Result<Option<SystemTime>, ()> {
+        match self.read(ctx, which) {
             None => Ok(None),
             Some(text) => text
                 .parse::<u64>()
@@ -158,7 +158,71 @@ impl CookieStore {
                 .ok_or(()),
         }
     }
+
+    /// The record of `ctx`'s cookies, read once per context while its cookies are unchanged.
+    fn record(&self, ctx: &Context) -> Option<Arc<TokenRecord>> {
+        if let Some(record) = ctx.cached_record(self.id) {
+            return Some(record);
+        }
+        let generation = ctx.cookie_generation();
+        let record = self.read_record(ctx).map(Arc::new)?;
+        ctx.cache_record(self.id, generation, Arc::clone(&record));
+        Some(record)
+    }
+
+    fn read_record(&self, ctx: &Context) -> Option<TokenRecord> {
+        let refresh = self.read(ctx, REFRESH_TOKEN).filter(|t| {
+            let ok = valid_token(t);
+            if !ok {
+                tracing::warn!("ignoring a malformed refresh-token cookie");
+            }
+            ok
+        });
+        let mut access = self.read(ctx, ACCESS_TOKEN).filter(|t| {
+            let ok = valid_token(t);
+            if !ok {
+                tracing::warn!("ignoring a malformed access-token cookie");
+            }
+            ok
+        });
+        let expires_at = self.read_time(ctx, ACCESS_EXPIRES_AT).unwrap_or_else(|()| {
+            tracing::warn!("ignoring an access token whose expiry cookie is malformed");
+            access = None;
+            None
+        });
+        let obtained_at = self
+            .read_time(ctx, LAST_REFRESH_AT)
+            .ok()
+            .flatten()
+            .unwrap_or(UNIX_EPOCH);
+        let mut record = match (access, refresh) {
+            (None, None) => return None,
+            (Some(access), refresh) => {
+                let claims = jwt_claims(&access);
+                let mut record = TokenRecord::new(AccessToken::new(access.into_owned()), obtained_at);
+                record.refresh_token = refresh.map(|t| RefreshToken::new(t.into_owned()));
+                record.payload = claims;
+                record
+            }
+            (None, Some(refresh)) => {
+                TokenRecord::from_refresh_token(RefreshToken::new(refresh.into_owned()), obtained_at)
+            }
+        };
+        record.expires_at = expires_at;
+        record.token_type = self
+            .read(ctx, TOKEN_TYPE)
+            .filter(|t| valid_token(t))
+            .map(Cow::into_owned);
+        Some(record)
+    }
 }
+
+// Positions in `COOKIE_NAMES`.
+const ACCESS_TOKEN: usize = 0;
+const REFRESH_TOKEN: usize = 1;
+const ACCESS_EXPIRES_AT: usize = 2;
+const LAST_REFRESH_AT: usize = 3;
+const TOKEN_TYPE: usize = 4;
 
 fn unix_secs(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -171,45 +235,12 @@ fn valid_token(value: &str) -> bool {
 #[async_trait]
 impl TokenStore for CookieStore {
     async fn load(&self, ctx: Option<&Context>) -> Result<Option<Arc<TokenRecord>>, Error> {
-        let ctx = ctx.ok_or_else(no_context)?;
-        let refresh = self.read(ctx, "refresh_token").filter(|t| {
-            let ok = valid_token(t);
-            if !ok {
-                tracing::warn!("ignoring a malformed refresh-token cookie");
-            }
-            ok
-        });
-        let mut access = self.read(ctx, "access_token").filter(|t| {
-            let ok = valid_token(t);
-            if !ok {
-                tracing::warn!("ignoring a malformed access-token cookie");
-            }
-            ok
-        });
-        let expires_at = self.read_time(ctx, "access_expires_at").unwrap_or_else(|()| {
-            tracing::warn!("ignoring an access token whose expiry cookie is malformed");
-            access = None;
-            None
-        });
-        let obtained_at = self
-            .read_time(ctx, "last_refresh_at")
-            .ok()
-            .flatten()
-            .unwrap_or(UNIX_EPOCH);
-        let mut record = match (access, refresh) {
-            (None, None) => return Ok(None),
-            (Some(access), refresh) => {
-                let claims = jwt_claims(&access);
-                let mut record = TokenRecord::new(AccessToken::new(access), obtained_at);
-                record.refresh_token = refresh.map(RefreshToken::new);
-                record.payload = claims;
-                record
-            }
-            (None, Some(refresh)) => TokenRecord::from_refresh_token(RefreshToken::new(refresh), obtained_at),
-        };
-        record.expires_at = expires_at;
-        record.token_type = self.read(ctx, "token_type").filter(|t| valid_token(t));
-        Ok(Some(Arc::new(record)))
+        Ok(self.record(ctx.ok_or_else(no_context)?))
+    }
+
+    /// The cookies are the request's: no I/O, so a fresh token is served without an await.
+    fn peek(&self, ctx: Option<&Context>) -> Option<Result<Option<Arc<TokenRecord>>, Error>> {
+        Some(ctx.ok_or_else(no_context).map(|ctx| self.record(ctx)))
     }
 
     async fn save(
@@ -285,6 +316,16 @@ mod tests {
     use super::*;
     use futures_executor::block_on;
     use proptest::prelude::*;
+
+    #[test]
+    fn name_positions_match_the_defaults() {
+        let names = crate::defaults::COOKIE_NAMES;
+        assert_eq!(names[ACCESS_TOKEN], "access_token");
+        assert_eq!(names[REFRESH_TOKEN], "refresh_token");
+        assert_eq!(names[ACCESS_EXPIRES_AT], "access_expires_at");
+        assert_eq!(names[LAST_REFRESH_AT], "last_refresh_at");
+        assert_eq!(names[TOKEN_TYPE], "token_type");
+    }
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
