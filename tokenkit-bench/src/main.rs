@@ -171,17 +171,47 @@ async fn overhead(adapter: &str) {
         let client = untimed.clone();
         async move { client.get("/api/data").send_bytes().await.is_ok() }
     };
+    // Session mode: each request's context built from a browser's cookies, as a web app
+    // serving one API call per page does.
+    let sessions = tokenkit(adapter, &server.url())
+        .endpoints(tokenkit_core::EndpointConfig::new("/login", "/refresh"))
+        .store(tokenkit_core::CookieStore::new(
+            tokenkit_core::CookieConfig::new().secure(false),
+        ))
+        .build()
+        .unwrap();
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3000;
+    let cookies = format!(
+        "access_token={}; refresh_token=r-1; access_expires_at={expires}; token_type=Bearer",
+        server.state.issue("session")
+    );
+    let with_session = || {
+        let (client, cookies) = (sessions.clone(), cookies.clone());
+        async move {
+            let ctx = tokenkit_core::Context::from_cookie_header(&cookies);
+            tokenkit_core::run_with_context(ctx, client.get("/api/data").send_bytes())
+                .await
+                .is_ok()
+        }
+    };
     // Warm up all (connections, the token).
     measure(2_000, CONCURRENCY, raw).await;
     measure(2_000, CONCURRENCY, with_tokenkit).await;
     measure(2_000, CONCURRENCY, without_timeout).await;
-    let (mut raws, mut tks, mut untimeds) = (Vec::new(), Vec::new(), Vec::new());
+    measure(2_000, CONCURRENCY, with_session).await;
+    let (mut raws, mut tks, mut untimeds, mut session_stats) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         raws.push(measure(REQUESTS, CONCURRENCY, raw).await);
         tks.push(measure(REQUESTS, CONCURRENCY, with_tokenkit).await);
         untimeds.push(measure(REQUESTS, CONCURRENCY, without_timeout).await);
+        session_stats.push(measure(REQUESTS, CONCURRENCY, with_session).await);
     }
     let untimed_stats = merge(untimeds);
+    let session_stats = merge(session_stats);
     let per_round: Vec<f64> = raws
         .iter()
         .zip(&tks)
@@ -208,6 +238,14 @@ async fn overhead(adapter: &str) {
         untimed_stats.percentile(0.5),
         untimed_stats.percentile(0.99),
         untimed_stats.throughput() / raw.throughput()
+    );
+    println!(
+        "{adapter:<8} tokenkit, cookie session {:>8.0} req/s  p50 {:>7.1?}  p99 {:>7.1?}  ratio {:.3}  errors {}",
+        session_stats.throughput(),
+        session_stats.percentile(0.5),
+        session_stats.percentile(0.99),
+        session_stats.throughput() / raw.throughput(),
+        session_stats.errors
     );
     println!(
         "{adapter:<8} ratio tokenkit/raw {:.3} (per round: {})  token fetches: {}",
@@ -421,19 +459,42 @@ fn instructions(n1: usize, n2: usize) {
     let per_request =
         |mode: &str| -> f64 { (count(mode, n2) as f64 - count(mode, n1) as f64) / (n2 - n1) as f64 };
     println!("instructions per request under callgrind ({n2} minus {n1} requests)");
+    let modes = [
+        ("tokenkit", "tokenkit, provider"),
+        ("session", "tokenkit, cookie session"),
+        ("context", "  same, one context"),
+    ];
     for client in ["hyper", "reqwest"] {
         let raw = per_request(&format!("raw-{client}"));
-        println!("{client:<8} {:<24} {raw:>9.0}", "raw");
-        for (mode, label) in [
-            ("tokenkit", "tokenkit, provider"),
-            ("session", "tokenkit, cookie session"),
-        ] {
+        println!("{client:<8} {:<26} {raw:>9.0}", "raw");
+        // reqwest parses a URL given as a string on every request; a careful caller can
+        // hand it a parsed `Url` instead: both baselines.
+        let parsed = (client == "reqwest").then(|| per_request("raw-reqwest-url"));
+        if let Some(parsed) = parsed {
+            println!("{client:<8} {:<26} {parsed:>9.0}", "raw, Url parsed once");
+        }
+        for (mode, label) in modes {
             let with = per_request(&format!("{mode}-{client}"));
-            println!(
-                "{client:<8} {label:<24} {with:>9.0}  added {:>7.0} (+{:.0} %)",
+            print!(
+                "{client:<8} {label:<26} {with:>9.0}  added {:>7.0} (+{:.0} %)",
                 with - raw,
                 (with - raw) / raw * 100.0
             );
+            match parsed {
+                Some(parsed) => println!("; over the parsed-Url baseline {:>7.0}", with - parsed),
+                None => println!(),
+            }
+        }
+    }
+}
+
+/// Pins the calling thread to core `index` when the machine has more than one core (client
+/// and server then never take turns on one core); elsewhere a no-op.
+pub(crate) fn pin_to_core(index: usize) {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if cores.len() > 1 {
+        if let Some(core) = cores.get(index % cores.len()) {
+            core_affinity::set_for_current(*core);
         }
     }
 }
@@ -457,6 +518,7 @@ fn main() {
         };
         return instructions(arg(2, 1_000), arg(3, 6_000));
     }
+    pin_to_core(0);
     let adapters: Vec<String> = match std::env::args().nth(2) {
         Some(adapter) => vec![adapter],
         None => vec!["reqwest".into(), "hyper".into(), "isahc".into()],

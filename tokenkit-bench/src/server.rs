@@ -166,6 +166,8 @@ impl Server {
         let thread = std::thread::Builder::new()
             .name("bench-server".into())
             .spawn(move || {
+                // Client and server each on a core of their own (when there are two).
+                crate::pin_to_core(1);
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(runtime) => runtime,
                     Err(err) => return eprintln!("server runtime: {err}"),

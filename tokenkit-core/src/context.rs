@@ -13,7 +13,7 @@ use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 
 use cookie::{Cookie, CookieJar};
@@ -24,7 +24,8 @@ use crate::runtime::BoxFuture;
 use crate::token::TokenRecord;
 
 /// The `name=value` pairs of a `Cookie` header, trimmed, in order; pieces without `=` are
-/// skipped. A byte scan: `;` and `=` are ASCII, so every slice falls on a character boundary.
+/// skipped: the plain definition [`index_cookies`] is checked against.
+#[cfg(test)]
 fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
     header.split_terminator(';').filter_map(|pair| {
         let eq = pair.bytes().position(|b| b == b'=')?;
@@ -41,22 +42,24 @@ fn decoded(text: &str) -> Option<Cow<'_, str>> {
     percent_encoding::percent_decode_str(text).decode_utf8().ok()
 }
 
-/// Where a `name=value` pair of the received cookies is, and whether its name or value
-/// holds a percent-escape (to be decoded when read).
+/// Where a `name=value` pair of the received cookies is.
 #[derive(Debug, Clone)]
 struct CookieAt {
     name: Range<usize>,
     value: Range<usize>,
-    escaped_name: bool,
-    escaped_value: bool,
 }
 
 impl CookieAt {
-    /// The value of this pair if it is cookie `name` (`None` also for a value that does not
-    /// decode, as the cookie parser skips such a pair).
+    /// The value of this pair if it is cookie `name`, both percent-decoded (`None` also for
+    /// a value that does not decode, as the cookie parser skips such a pair).
     fn value_if_named<'h>(&self, header: &'h str, name: &str) -> Option<Cow<'h, str>> {
         let raw_name = header.get(self.name.clone())?;
-        let matches = if self.escaped_name {
+        // Decoding only shortens: a shorter raw name cannot match; one without escapes
+        // matches only as it is.
+        if raw_name.len() < name.len() {
+            return None;
+        }
+        let matches = if raw_name.as_bytes().contains(&b'%') {
             decoded(raw_name).as_deref() == Some(name)
         } else {
             raw_name == name
@@ -64,32 +67,60 @@ impl CookieAt {
         if !matches {
             return None;
         }
-        let raw_value = header.get(self.value.clone())?;
-        if self.escaped_value {
-            decoded(raw_value)
-        } else {
-            Some(Cow::Borrowed(raw_value))
-        }
+        decoded(header.get(self.value.clone())?)
     }
 }
 
-/// The pairs of `header`, located once (a context's cookies are looked up by name several
-/// times: by the token store, the session store, the app).
+/// The pairs of `header`, located in one pass when the context is made (a context's cookies
+/// are looked up by name several times: by the token store, the session store, the app).
+/// The same pairs as [`cookie_pairs`], without empty names.
 fn index_cookies(header: &str) -> Vec<CookieAt> {
-    let base = header.as_ptr() as usize;
-    let range = |part: &str| {
-        let start = part.as_ptr() as usize - base;
-        start..start + part.len()
-    };
-    cookie_pairs(header)
-        .filter(|(name, _)| !name.is_empty())
-        .map(|(name, value)| CookieAt {
-            name: range(name),
-            value: range(value),
-            escaped_name: name.contains('%'),
-            escaped_value: value.contains('%'),
-        })
-        .collect()
+    let bytes = header.as_bytes();
+    let mut pairs = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let start = at;
+        let end = bytes[at..]
+            .iter()
+            .position(|&b| b == b';')
+            .map_or(bytes.len(), |i| at + i);
+        at = end + 1;
+        let Some(eq) = bytes[start..end].iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        let name = trimmed(header, start..start + eq);
+        if name.is_empty() {
+            continue;
+        }
+        pairs.push(CookieAt {
+            name,
+            value: trimmed(header, start + eq + 1..end),
+        });
+    }
+    pairs
+}
+
+/// `range` of `text` without surrounding whitespace (as `str::trim` sees it).
+fn trimmed(text: &str, range: Range<usize>) -> Range<usize> {
+    // ASCII whitespace by byte; at a non-ASCII byte, `str::trim` decides.
+    let white = |b: u8| matches!(b, b'\t'..=b'\r' | b' ');
+    let bytes = text.as_bytes();
+    let (mut start, mut end) = (range.start, range.end.min(bytes.len()));
+    while start < end && white(bytes[start]) {
+        start += 1;
+    }
+    while end > start && white(bytes[end - 1]) {
+        end -= 1;
+    }
+    let unicode_edge = start < end && (bytes[start] >= 0x80 || bytes[end - 1] >= 0x80);
+    match text.get(start..end) {
+        Some(part) if unicode_edge => {
+            let trimmed = part.trim_start();
+            let start = start + (part.len() - trimmed.len());
+            start..start + trimmed.trim_end().len()
+        }
+        _ => start..end,
+    }
 }
 
 /// A token record a store read from this context, kept for later reads of the same context
@@ -116,7 +147,7 @@ struct ContextInner {
     /// a copy of the header; its pairs are located on the first lookup and decoded when
     /// asked for.
     received: String,
-    received_index: OnceLock<Vec<CookieAt>>,
+    received_index: Vec<CookieAt>,
     /// The cookies set or removed during this context: what to send back as `Set-Cookie`.
     cookies: Mutex<CookieJar>,
     /// How many times a cookie was set or removed (`0`: never, and lookups skip the jar).
@@ -131,7 +162,7 @@ impl Default for ContextInner {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             extensions: Mutex::default(),
             received: String::new(),
-            received_index: OnceLock::new(),
+            received_index: Vec::new(),
             cookies: Mutex::default(),
             generation: AtomicU64::new(0),
             record: Mutex::new(None),
@@ -177,6 +208,7 @@ impl Context {
     fn with_received(received: String) -> Self {
         Self {
             inner: Arc::new(ContextInner {
+                received_index: index_cookies(&received),
                 received,
                 ..ContextInner::default()
             }),
@@ -187,8 +219,11 @@ impl Context {
     /// name, name and value percent-decoded and trimmed.
     fn received_cookie(&self, name: &str) -> Option<Cow<'_, str>> {
         let header = self.inner.received.as_str();
-        let index = self.inner.received_index.get_or_init(|| index_cookies(header));
-        index.iter().rev().find_map(|at| at.value_if_named(header, name))
+        self.inner
+            .received_index
+            .iter()
+            .rev()
+            .find_map(|at| at.value_if_named(header, name))
     }
 
     fn jar(&self) -> MutexGuard<'_, CookieJar> {
@@ -487,6 +522,8 @@ mod tests {
             "",
             ";;;",
             "a=1; a=%E2%9C%93",
+            "\u{a0}a=\u{2003}x\u{a0}; b= \t2\u{3000}",
+            "a=caf\u{e9}; \u{e9}=1",
         ];
         for header in headers {
             let mut jar = CookieJar::new();
@@ -510,6 +547,19 @@ mod tests {
     }
 
     use super::*;
+
+    proptest::proptest! {
+        /// The one-pass index finds the same pairs as splitting and trimming.
+        #[test]
+        fn the_cookie_index_finds_the_plain_pairs(header in "[a-c=;% \t\r\u{b}\u{a0}\u{2003}\u{e9}]{0,40}") {
+            let indexed: Vec<(&str, &str)> = index_cookies(&header)
+                .iter()
+                .map(|at| (&header[at.name.clone()], &header[at.value.clone()]))
+                .collect();
+            let plain: Vec<(&str, &str)> = cookie_pairs(&header).filter(|(name, _)| !name.is_empty()).collect();
+            proptest::prop_assert_eq!(indexed, plain);
+        }
+    }
 
     #[test]
     fn cookies_in_and_delta_out() {

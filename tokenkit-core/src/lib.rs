@@ -132,3 +132,4 @@ pub use store::{
 };
 pub use token::{AccessToken, RefreshToken, TokenRecord};
 pub use transport::{transport_fn, Transport, TransportError, TransportErrorKind};
+pub use urls::OriginCache;

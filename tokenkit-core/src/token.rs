@@ -81,19 +81,30 @@ pub struct TokenRecord {
 /// The formatted header value of a record, kept so the hot path does not format the token on
 /// every request. Keyed by the formatter's identity and checked against the access token it
 /// was made from, so it can never serve a stale value; clones start empty. Never printed.
+///
+/// A record is often used once (a session read from the request's cookies for one call):
+/// the value is kept from its second use on, so a single use costs no copies.
 #[derive(Default)]
-pub(crate) struct HeaderCache(std::sync::OnceLock<(usize, AccessToken, http::HeaderValue)>);
+pub(crate) struct HeaderCache {
+    value: std::sync::OnceLock<(usize, AccessToken, http::HeaderValue)>,
+    used: std::sync::atomic::AtomicBool,
+}
 
 impl HeaderCache {
+    /// Whether a value made now is worth keeping: true from the second call on.
+    pub(crate) fn worth_keeping(&self) -> bool {
+        self.used.swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The cached value, if it was made by `formatter` from `token`.
     pub(crate) fn get(&self, formatter: usize, token: &AccessToken) -> Option<http::HeaderValue> {
-        let (key, from, value) = self.0.get()?;
+        let (key, from, value) = self.value.get()?;
         (*key == formatter && from == token).then(|| value.clone())
     }
 
     /// Remembers the value (first writer wins; later calls are no-ops).
     pub(crate) fn set(&self, formatter: usize, token: &AccessToken, value: &http::HeaderValue) {
-        let _ = self.0.set((formatter, token.clone(), value.clone()));
+        let _ = self.value.set((formatter, token.clone(), value.clone()));
     }
 }
 

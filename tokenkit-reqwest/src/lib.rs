@@ -29,7 +29,9 @@
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use tokenkit_core::{Client, ClientBuilder, Transport, TransportError, TransportErrorKind};
+use std::sync::Arc;
+
+use tokenkit_core::{Client, ClientBuilder, OriginCache, Transport, TransportError, TransportErrorKind};
 
 pub use reqwest;
 
@@ -45,6 +47,8 @@ pub struct ReqwestTransport {
     max_response_bytes: usize,
     /// Set for a passed-in client, whose redirect policy is unknown.
     refuse_redirected: bool,
+    /// Request URIs become reqwest's `Url`s without parsing the origin every time.
+    urls: Arc<OriginCache>,
 }
 
 /// A `reqwest::ClientBuilder` that follows no redirect: start from it to configure your own
@@ -62,6 +66,7 @@ impl Default for ReqwestTransport {
                 .map_err(|_| "the default reqwest client could not be built (TLS backend)"),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             refuse_redirected: false,
+            urls: Arc::default(),
         }
     }
 }
@@ -73,6 +78,7 @@ impl From<reqwest::Client> for ReqwestTransport {
             client: Ok(client),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             refuse_redirected: true,
+            urls: Arc::default(),
         }
     }
 }
@@ -99,7 +105,7 @@ impl Transport for ReqwestTransport {
             .client
             .as_ref()
             .map_err(|message| TransportError::new(TransportErrorKind::Other, *message))?;
-        let request = to_reqwest(request)?;
+        let request = to_reqwest(request, &self.urls)?;
         let sent_to = self.refuse_redirected.then(|| request.url().clone());
         let response = client.execute(request).await.map_err(map_error)?;
         if sent_to.is_some_and(|url| &url != response.url()) {
@@ -109,41 +115,26 @@ impl Transport for ReqwestTransport {
     }
 }
 
-/// The request as reqwest takes it, its URL parsed once from the URI's parts.
-fn to_reqwest(request: http::Request<Bytes>) -> Result<reqwest::Request, TransportError> {
+/// The request as reqwest takes it, its URL built from the URI without a round trip through
+/// text (and without parsing a known origin again).
+fn to_reqwest(request: http::Request<Bytes>, urls: &OriginCache) -> Result<reqwest::Request, TransportError> {
     let (parts, body) = request.into_parts();
     if !parts.extensions.is_empty() {
         // Only reqwest's own conversion carries extensions over.
         let request = http::Request::from_parts(parts, body);
         return reqwest::Request::try_from(request).map_err(map_error);
     }
-    let mut request = reqwest::Request::new(parts.method, url_of(&parts.uri)?);
-    *request.headers_mut() = parts.headers;
-    *request.body_mut() = Some(body.into());
-    *request.version_mut() = parts.version;
-    Ok(request)
-}
-
-/// The URL of an absolute URI, written out from its parts and parsed.
-fn url_of(uri: &http::Uri) -> Result<reqwest::Url, TransportError> {
-    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(TransportError::new(
-            TransportErrorKind::Other,
-            "the request URI is not absolute",
-        ));
-    };
-    let path = uri.path_and_query().map_or("/", |path| path.as_str());
-    let mut text = String::with_capacity(scheme.len() + 3 + authority.as_str().len() + path.len());
-    text.push_str(scheme);
-    text.push_str("://");
-    text.push_str(authority.as_str());
-    text.push_str(path);
-    reqwest::Url::parse(&text).map_err(|e| {
+    let url = urls.url(&parts.uri).map_err(|e| {
         TransportError::new(
             TransportErrorKind::Other,
             format!("the request URI is not a URL: {e}"),
         )
-    })
+    })?;
+    let mut request = reqwest::Request::new(parts.method, url);
+    *request.headers_mut() = parts.headers;
+    *request.body_mut() = Some(body.into());
+    *request.version_mut() = parts.version;
+    Ok(request)
 }
 
 /// Buffers a reqwest response, refusing bodies over `limit` bytes.

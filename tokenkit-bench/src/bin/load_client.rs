@@ -5,7 +5,10 @@
 //! one request; the difference between modes is what tokenkit adds.
 //!
 //! `load-client <mode> <n> <server-url>`; modes: `raw-hyper`, `tokenkit-hyper`,
-//! `session-hyper`, `raw-reqwest`, `tokenkit-reqwest`, `session-reqwest`. Driven by
+//! `session-hyper`, `context-hyper`, `raw-reqwest`, `raw-reqwest-url`, `tokenkit-reqwest`,
+//! `session-reqwest`, `context-reqwest`. `session-*` builds a context from the cookies for
+//! every request (a web app making one API call per page); `context-*` makes every call in
+//! one context (one page making many calls). Driven by
 //! `cargo run --release -p tokenkit-bench -- instructions`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // a benchmark binary
@@ -112,6 +115,21 @@ async fn run(mode: &str, n: usize, server: &str) {
                 black_box(response.bytes().await.unwrap());
             }
         }
+        "raw-reqwest-url" => {
+            let client = reqwest::Client::new();
+            let bearer = format!("Bearer {}", fetch_token(server).await.access_token.secret());
+            let parsed = reqwest::Url::parse(&url).unwrap();
+            for _ in 0..=n {
+                let response = client
+                    .get(parsed.clone())
+                    .header("authorization", &bearer)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success());
+                black_box(response.bytes().await.unwrap());
+            }
+        }
         "tokenkit-hyper" | "tokenkit-reqwest" => {
             let builder = match mode {
                 "tokenkit-hyper" => tokenkit_hyper::builder(server),
@@ -135,6 +153,21 @@ async fn run(mode: &str, n: usize, server: &str) {
                     tokenkit_core::run_with_context(ctx, client.get("/api/things").send_bytes()).await;
                 black_box(response.unwrap());
             }
+        }
+        "context-hyper" | "context-reqwest" => {
+            let builder = match mode {
+                "context-hyper" => tokenkit_hyper::builder(server),
+                _ => tokenkit_reqwest::builder(server),
+            };
+            let client = session(builder);
+            let cookies = session_cookies(server).await;
+            let ctx = tokenkit_core::Context::from_cookie_header(&cookies);
+            let calls = async {
+                for _ in 0..=n {
+                    black_box(client.get("/api/things").send_bytes().await.unwrap());
+                }
+            };
+            tokenkit_core::run_with_context(ctx, calls).await;
         }
         other => panic!("unknown mode {other:?}"),
     }

@@ -106,7 +106,9 @@ impl Auth {
         let mut value = HeaderValue::try_from(formatted)
             .map_err(|_| Error::invalid_token("the formatted token is not a valid header value"))?;
         value.set_sensitive(true);
-        record.header_cache.set(formatter, access, &value);
+        if record.header_cache.worth_keeping() {
+            record.header_cache.set(formatter, access, &value);
+        }
         Ok(value)
     }
 }
