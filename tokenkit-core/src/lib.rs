@@ -121,7 +121,7 @@ pub use error::{AuthFailure, Error, ErrorKind, OAuthError};
 pub use events::Event;
 pub use policy::{parse_duration, Freshness, RefreshPolicy, StandardPolicy};
 pub use rotation::{Coordinator, InProcessCoordinator, Lease, Role, RotationStats, SessionKey, SessionKind};
-pub use runtime::{BoxFuture, Clock, Runtime, Sleep, Spawn, SpawnError, SystemClock};
+pub use runtime::{BoxFuture, Clock, Runtime, Sleep, Spawn, SpawnError, SystemClock, Timeout};
 pub use source::{
     AuthContentType, ClientAuth, ClientSecret, EndpointConfig, FetchReason, FetchRequest, FieldMapping,
     OAuth2Config, ProvidedToken, TokenSource,

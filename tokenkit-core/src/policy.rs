@@ -36,6 +36,16 @@ pub trait RefreshPolicy: Send + Sync + fmt::Debug {
     /// Whether a response status means "the token was rejected" (triggers recovery).
     fn is_rejection(&self, status: StatusCode) -> bool;
 
+    /// An instant before which [`freshness`](Self::freshness) of `record` is
+    /// [`Fresh`](Freshness::Fresh) whatever `now` is, if the policy can tell. The client keeps
+    /// it with the record and then only compares the clock against it on each request.
+    /// Returning an instant too late would serve a stale token; `None` (the default) makes
+    /// the client ask [`freshness`](Self::freshness) every time.
+    fn fresh_until(&self, record: &TokenRecord) -> Option<SystemTime> {
+        let _ = record;
+        None
+    }
+
     /// Whether a final response status (after any recovery) is an authentication failure
     /// (an [`AuthFailure::Rejected`](crate::AuthFailure::Rejected) error) rather than a plain
     /// status error. By default: a status this policy recovers from, or 403.
@@ -226,6 +236,30 @@ impl RefreshPolicy for StandardPolicy {
 
     fn is_rejection(&self, status: StatusCode) -> bool {
         self.refresh_on_status.contains(&status)
+    }
+
+    /// Fresh before the refresh window opens (`expires_at - window`), and also inside it
+    /// until `min_interval` after the token was obtained (while not yet expired).
+    fn fresh_until(&self, record: &TokenRecord) -> Option<SystemTime> {
+        record.access_token.as_ref()?;
+        let expires_at = record.expires_at?;
+        let half_life = record.lifetime().unwrap_or(Duration::ZERO) / 2;
+        let expiry_margin = self.clock_skew.min(half_life);
+        let window = self
+            .refresh_before
+            .saturating_add(self.clock_skew)
+            .saturating_add(self.jitter_for(record))
+            .min(half_life);
+        let before_window = expires_at.checked_sub(window);
+        // Inside the window, a token obtained less than `min_interval` ago stays fresh until
+        // it is about to expire. (With no interval this ends at `obtained_at`, which is never
+        // after the window opens: the window is at most half the lifetime.)
+        let not_expired = expires_at.checked_sub(expiry_margin)?;
+        let recently_obtained = record
+            .obtained_at
+            .checked_add(self.min_interval)
+            .map(|interval_ends| interval_ends.min(not_expired));
+        before_window.max(recently_obtained)
     }
 
     fn max_recovery_tries(&self) -> u32 {
@@ -439,6 +473,36 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        /// The instant the client caches says exactly what `freshness` says: fresh before it,
+        /// not fresh from it on (clocks before `obtained_at`, zero windows and intervals
+        /// included).
+        #[test]
+        fn fresh_until_agrees_with_freshness(
+            lifetime in 0u64..20_000,
+            obtained in 1_000u64..10_000,
+            before in 0u64..5_000,
+            skew in 0u64..500,
+            min_interval in prop::sample::select(vec![0u64, 1, 30, 600]),
+            jitter in 0u8..=100,
+            position in 0.0f64..1.0,
+            token in "[a-z]{1,8}",
+        ) {
+            // Anywhere from a little before the token was obtained to a little after it expired.
+            let now = obtained - 100 + (position * (lifetime + 200) as f64) as u64;
+            let policy = StandardPolicy::default()
+                .refresh_before(Duration::from_secs(before))
+                .clock_skew(Duration::from_secs(skew))
+                .min_interval(Duration::from_secs(min_interval))
+                .jitter_percent(jitter);
+            let record = TokenRecord::new(AccessToken::new(token), at(obtained))
+                .with_expires_at(at(obtained + lifetime));
+            let now = at(now);
+            let fresh = policy.freshness(Some(&record), now) == Freshness::Fresh;
+            let until = policy.fresh_until(&record);
+            prop_assert_eq!(fresh, until.is_some_and(|until| now < until), "until {:?}", until);
+        }
+
         #[test]
         fn duration_parser_never_panics(s in "\\PC{0,24}") {
             let _ = parse_duration(&s);

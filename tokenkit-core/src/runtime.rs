@@ -40,10 +40,39 @@ pub trait Sleep: Send + Sync + fmt::Debug {
     /// `duration` from now. One is created for every request sent with a timeout and nearly
     /// all are dropped before they complete, so this should be cheap to create and drop; it
     /// may complete somewhat late. The default is [`sleep`](Self::sleep); a hook on the real
-    /// clock can return a [`Deadline`](crate::Deadline), as `tokenkit_tokio::TokioSleep`
-    /// does.
-    fn timeout(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        self.sleep(duration)
+    /// clock can return a [`Deadline`](crate::Deadline) (no allocation), as
+    /// `tokenkit_tokio::TokioSleep` does.
+    fn timeout(&self, duration: Duration) -> Timeout {
+        Timeout::Other(self.sleep(duration))
+    }
+}
+
+/// The future [`Sleep::timeout`] returns.
+#[must_use = "a timeout does nothing unless polled"]
+pub enum Timeout {
+    /// A deadline on tokenkit's deadline thread.
+    Deadline(crate::Deadline),
+    /// Any other future, boxed.
+    Other(BoxFuture<'static, ()>),
+}
+
+impl fmt::Debug for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Timeout::Deadline(deadline) => f.debug_tuple("Deadline").field(deadline).finish(),
+            Timeout::Other(_) => f.write_str("Other(..)"),
+        }
+    }
+}
+
+impl Future for Timeout {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match self.get_mut() {
+            Timeout::Deadline(deadline) => Pin::new(deadline).poll(cx),
+            Timeout::Other(future) => future.as_mut().poll(cx),
+        }
     }
 }
 

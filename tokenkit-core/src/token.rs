@@ -74,23 +74,83 @@ pub struct TokenRecord {
     /// The session payload (user, profile…): a response field, or the access token's JWT
     /// claims (decoded, not verified).
     pub payload: Option<serde_json::Value>,
-    /// The header value last formatted from this record (see [`HeaderCache`]).
-    pub(crate) header_cache: HeaderCache,
+    /// What the hot path derived from this record (see [`RecordCache`]).
+    pub(crate) cache: RecordCache,
 }
 
-/// The formatted header value of a record, kept so the hot path does not format the token on
-/// every request. Keyed by the formatter's identity and checked against the access token it
-/// was made from, so it can never serve a stale value; clones start empty. Never printed.
+/// What the hot path derives from a record, kept so it is not derived again on every
+/// request: the formatted header value, and until when the policy calls the token fresh.
+/// Each is keyed by who derived it (the formatter's, the policy's identity) and checked
+/// against the fields it was derived from, so it can never serve a stale value; clones start
+/// empty. Never printed.
 ///
 /// A record is often used once (a session read from the request's cookies for one call):
-/// the value is kept from its second use on, so a single use costs no copies.
+/// the header value is kept from its second use on, so a single use costs no copies.
 #[derive(Default)]
-pub(crate) struct HeaderCache {
+pub(crate) struct RecordCache {
     value: std::sync::OnceLock<(usize, AccessToken, http::HeaderValue)>,
     used: std::sync::atomic::AtomicBool,
+    fresh_until: std::sync::OnceLock<FreshUntil>,
+    fresh_asked: std::sync::atomic::AtomicBool,
 }
 
-impl HeaderCache {
+/// A policy's answer to "fresh until when?", and what it was derived from.
+struct FreshUntil {
+    policy: usize,
+    /// The access token's buffer and length, the expiry and the time obtained.
+    token: Option<(usize, usize)>,
+    expires_at: Option<SystemTime>,
+    obtained_at: SystemTime,
+    until: Option<SystemTime>,
+}
+
+/// What of `record` a policy's fresh-until answer depends on.
+fn fresh_inputs(record: &TokenRecord) -> (Option<(usize, usize)>, Option<SystemTime>, SystemTime) {
+    let token = record
+        .access_token
+        .as_ref()
+        .map(|t| (t.secret().as_ptr() as usize, t.secret().len()));
+    (token, record.expires_at, record.obtained_at)
+}
+
+impl RecordCache {
+    /// Until when `policy` (identified by `key`) calls `record` fresh, derived on the
+    /// record's second use and kept (`None` on the first: a record used once is checked with
+    /// `freshness`, which is cheaper than deriving the instant).
+    pub(crate) fn fresh_until(
+        record: &TokenRecord,
+        key: usize,
+        policy: &dyn crate::policy::RefreshPolicy,
+    ) -> Option<SystemTime> {
+        let (token, expires_at, obtained_at) = fresh_inputs(record);
+        if let Some(cached) = record.cache.fresh_until.get() {
+            if cached.policy == key
+                && cached.token == token
+                && cached.expires_at == expires_at
+                && cached.obtained_at == obtained_at
+            {
+                return cached.until;
+            }
+            return policy.fresh_until(record);
+        }
+        if !record
+            .cache
+            .fresh_asked
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return None;
+        }
+        let until = policy.fresh_until(record);
+        let _ = record.cache.fresh_until.set(FreshUntil {
+            policy: key,
+            token,
+            expires_at,
+            obtained_at,
+            until,
+        });
+        until
+    }
+
     /// Whether a value made now is worth keeping: true from the second call on.
     pub(crate) fn worth_keeping(&self) -> bool {
         self.used.swap(true, std::sync::atomic::Ordering::Relaxed)
@@ -108,13 +168,13 @@ impl HeaderCache {
     }
 }
 
-impl Clone for HeaderCache {
+impl Clone for RecordCache {
     fn clone(&self) -> Self {
         Self::default()
     }
 }
 
-impl fmt::Debug for HeaderCache {
+impl fmt::Debug for RecordCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("..")
     }
@@ -132,7 +192,7 @@ impl TokenRecord {
             refresh_expires_at: None,
             obtained_at,
             payload: None,
-            header_cache: HeaderCache::default(),
+            cache: RecordCache::default(),
         }
     }
 
@@ -147,7 +207,7 @@ impl TokenRecord {
             refresh_expires_at: None,
             obtained_at,
             payload: None,
-            header_cache: HeaderCache::default(),
+            cache: RecordCache::default(),
         }
     }
 
@@ -351,22 +411,55 @@ mod tests {
     }
 
     #[test]
-    fn the_header_cache_never_serves_a_stale_or_foreign_value() {
+    fn the_fresh_until_cache_follows_the_record_and_the_policy() {
+        use crate::policy::{RefreshPolicy, StandardPolicy};
+        let policy = StandardPolicy::default().jitter_percent(0);
+        let record = TokenRecord::new(AccessToken::new("t"), UNIX_EPOCH)
+            .with_expires_at(UNIX_EPOCH + Duration::from_secs(3600));
+        assert_eq!(
+            RecordCache::fresh_until(&record, 1, &policy),
+            None,
+            "first use: not derived"
+        );
+        let until = RecordCache::fresh_until(&record, 1, &policy);
+        assert!(until.is_some());
+        assert_eq!(until, policy.fresh_until(&record));
+        // The same cache, the fields changed: the kept answer is not served.
+        let mut changed = record;
+        changed.expires_at = Some(UNIX_EPOCH + Duration::from_secs(600));
+        assert_ne!(policy.fresh_until(&changed), until);
+        assert_eq!(
+            RecordCache::fresh_until(&changed, 1, &policy),
+            policy.fresh_until(&changed)
+        );
+        changed.access_token = Some(AccessToken::new("another"));
+        assert_eq!(
+            RecordCache::fresh_until(&changed, 1, &policy),
+            policy.fresh_until(&changed)
+        );
+        let stricter = StandardPolicy::default()
+            .jitter_percent(0)
+            .refresh_before(Duration::from_secs(3000));
+        assert_eq!(
+            RecordCache::fresh_until(&changed, 2, &stricter),
+            stricter.fresh_until(&changed),
+            "another policy"
+        );
+    }
+
+    #[test]
+    fn the_cache_never_serves_a_stale_or_foreign_value() {
         let mut record = TokenRecord::new(AccessToken::new("zq-one"), UNIX_EPOCH);
         let value = http::HeaderValue::from_static("Bearer zq-one");
         let token = record.access_token.clone().unwrap();
-        record.header_cache.set(1, &token, &value);
-        assert_eq!(record.header_cache.get(1, &token), Some(value));
-        assert_eq!(record.header_cache.get(2, &token), None, "another formatter");
+        record.cache.set(1, &token, &value);
+        assert_eq!(record.cache.get(1, &token), Some(value));
+        assert_eq!(record.cache.get(2, &token), None, "another formatter");
         let clone = record.clone();
-        assert_eq!(clone.header_cache.get(1, &token), None, "clones start empty");
+        assert_eq!(clone.cache.get(1, &token), None, "clones start empty");
         record.access_token = Some(AccessToken::new("zq-two"));
         let two = record.access_token.clone().unwrap();
-        assert_eq!(
-            record.header_cache.get(1, &two),
-            None,
-            "a changed token is not served"
-        );
+        assert_eq!(record.cache.get(1, &two), None, "a changed token is not served");
         assert!(!format!("{record:?}").contains("zq-"), "never printed");
     }
 

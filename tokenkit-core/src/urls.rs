@@ -83,6 +83,8 @@ pub(crate) fn resolve(base: &Url, target: &str, extra_query: &str) -> Result<Url
 /// The parts of a base URL a plain relative target joins onto without a parse.
 #[derive(Debug, Clone)]
 pub(crate) struct BaseParts {
+    /// Unique in the process: keys the joins this thread remembers.
+    id: u64,
     scheme: Scheme,
     authority: Authority,
     /// The base path without its trailing `/` (`""` for the root).
@@ -103,11 +105,43 @@ impl BaseParts {
             Some(port) => format!("{}:{port}", base.host_str()?),
             None => base.host_str()?.to_owned(),
         };
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Some(Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             scheme: Scheme::try_from(base.scheme()).ok()?,
             authority: Authority::try_from(authority).ok()?,
             prefix: base.path().trim_end_matches('/').to_owned(),
         })
+    }
+
+    /// [`join`](Self::join), remembering the last few joins of this thread: an API client
+    /// sends the same few targets again and again.
+    fn join_remembered(&self, target: &str, extra_query: &str) -> Option<Uri> {
+        type Joined = (u64, String, String, Uri);
+        thread_local! {
+            static RECENT: std::cell::RefCell<std::collections::VecDeque<Joined>> =
+                const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+        }
+        let seen = RECENT.with(|recent| {
+            let recent = recent.try_borrow().ok()?;
+            recent
+                .iter()
+                .find(|(id, t, q, _)| *id == self.id && t == target && q == extra_query)
+                .map(|(.., uri)| uri.clone())
+        });
+        if seen.is_some() {
+            return seen;
+        }
+        let uri = self.join(target, extra_query)?;
+        RECENT.with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                if recent.len() >= 8 {
+                    recent.pop_back();
+                }
+                recent.push_front((self.id, target.to_owned(), extra_query.to_owned(), uri.clone()));
+            }
+        });
+        Some(uri)
     }
 
     /// The URI of `target` (plus `extra_query`) when both are plain enough to join without a
@@ -335,7 +369,7 @@ pub(crate) fn request_uri(
 ) -> Result<Resolved, Error> {
     // A `#` is not a plain character: such targets take the full resolution.
     if !is_absolute(target) {
-        if let Some(uri) = parts.and_then(|parts| parts.join(target, extra_query)) {
+        if let Some(uri) = parts.and_then(|parts| parts.join_remembered(target, extra_query)) {
             return Ok(Resolved {
                 uri,
                 same_origin: true,
@@ -526,7 +560,8 @@ mod tests {
         for base in bases {
             let url = parse_base(base).unwrap();
             let parts = BaseParts::new(&url);
-            for target in targets {
+            // Twice each: the second time from the joins this thread remembers.
+            for target in targets.iter().flat_map(|t| [*t, *t]) {
                 for extra in ["", "k=v", "&k=v&"] {
                     let full = resolve(&url, target, extra).map(|u| u.to_string());
                     let fast = request_uri(&url, parts.as_ref(), target, extra)

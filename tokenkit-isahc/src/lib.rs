@@ -143,10 +143,10 @@ impl Sleep for TimerSleep {
 
     /// Request timeouts are [`Deadline`](tokenkit_core::Deadline)s: cheaper to create and
     /// drop than a `futures-timer` delay, which wakes its thread on every creation.
-    fn timeout(&self, duration: Duration) -> BoxFuture<'static, ()> {
+    fn timeout(&self, duration: Duration) -> tokenkit_core::Timeout {
         match tokenkit_core::Deadline::after(duration) {
-            Ok(deadline) => Box::pin(deadline),
-            Err(_) => self.sleep(duration),
+            Ok(deadline) => tokenkit_core::Timeout::Deadline(deadline),
+            Err(_) => tokenkit_core::Timeout::Other(self.sleep(duration)),
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use tokenkit_core::{BoxFuture, Runtime, Sleep, Spawn, SpawnError};
+use tokenkit_core::{BoxFuture, Runtime, Sleep, Spawn, SpawnError, Timeout};
 
 /// Sleeps with `tokio::time::sleep` (retry pauses); request timeouts are
 /// [`Deadline`](tokenkit_core::Deadline)s on tokenkit's deadline thread.
@@ -27,10 +27,10 @@ impl Sleep for TokioSleep {
         Box::pin(tokio::time::sleep(duration))
     }
 
-    fn timeout(&self, duration: Duration) -> BoxFuture<'static, ()> {
+    fn timeout(&self, duration: Duration) -> Timeout {
         match tokenkit_core::Deadline::after(duration) {
-            Ok(deadline) => Box::pin(deadline),
-            Err(_) => self.sleep(duration),
+            Ok(deadline) => Timeout::Deadline(deadline),
+            Err(_) => Timeout::Other(self.sleep(duration)),
         }
     }
 }

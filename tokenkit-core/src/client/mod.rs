@@ -99,15 +99,15 @@ impl Auth {
             )
         })?;
         let formatter = Arc::as_ptr(&self.formatter) as *const () as usize;
-        if let Some(value) = record.header_cache.get(formatter, access) {
+        if let Some(value) = record.cache.get(formatter, access) {
             return Ok(value);
         }
         let formatted = (self.formatter)(access, record.token_type.as_deref());
         let mut value = HeaderValue::try_from(formatted)
             .map_err(|_| Error::invalid_token("the formatted token is not a valid header value"))?;
         value.set_sensitive(true);
-        if record.header_cache.worth_keeping() {
-            record.header_cache.set(formatter, access, &value);
+        if record.cache.worth_keeping() {
+            record.cache.set(formatter, access, &value);
         }
         Ok(value)
     }

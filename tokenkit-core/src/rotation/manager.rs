@@ -108,7 +108,15 @@ impl Manager {
     pub(crate) fn fresh_token(&self, ctx: Option<&Context>) -> Option<Arc<TokenRecord>> {
         let core = &self.core;
         let record = core.store.peek(ctx)?.ok()??;
-        (core.policy.freshness(Some(&record), core.now()) == Freshness::Fresh).then_some(record)
+        let now = core.now();
+        // The policy's answer for this record is derived once and kept with it.
+        let key = Arc::as_ptr(&core.policy) as *const () as usize;
+        if crate::token::RecordCache::fresh_until(&record, key, &*core.policy)
+            .is_some_and(|until| now < until)
+        {
+            return Some(record);
+        }
+        (core.policy.freshness(Some(&record), now) == Freshness::Fresh).then_some(record)
     }
 
     /// The token a request should carry, refreshing first when needed.
