@@ -10,7 +10,6 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
-use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -24,7 +23,7 @@ use crate::runtime::BoxFuture;
 use crate::token::TokenRecord;
 
 /// The `name=value` pairs of a `Cookie` header, trimmed, in order; pieces without `=` are
-/// skipped: the plain definition [`index_cookies`] is checked against.
+/// skipped: the plain definition [`for_each_pair`] is checked against.
 #[cfg(test)]
 fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
     header.split_terminator(';').filter_map(|pair| {
@@ -42,84 +41,80 @@ fn decoded(text: &str) -> Option<Cow<'_, str>> {
     percent_encoding::percent_decode_str(text).decode_utf8().ok()
 }
 
-/// Where a `name=value` pair of the received cookies is.
-#[derive(Debug, Clone)]
-struct CookieAt {
-    name: Range<usize>,
-    value: Range<usize>,
+/// A `name=value` pair of a `Cookie` header, trimmed, and whether each side holds a
+/// percent-escape (to be decoded when read).
+#[derive(Debug, Clone, Copy)]
+struct Pair<'h> {
+    name: &'h str,
+    value: &'h str,
+    escaped_name: bool,
+    escaped_value: bool,
 }
 
-impl CookieAt {
-    /// The value of this pair if it is cookie `name`, both percent-decoded (`None` also for
-    /// a value that does not decode, as the cookie parser skips such a pair).
-    fn value_if_named<'h>(&self, header: &'h str, name: &str) -> Option<Cow<'h, str>> {
-        let raw_name = header.get(self.name.clone())?;
-        // Decoding only shortens: a shorter raw name cannot match; one without escapes
-        // matches only as it is.
-        if raw_name.len() < name.len() {
-            return None;
-        }
-        let matches = if raw_name.as_bytes().contains(&b'%') {
-            decoded(raw_name).as_deref() == Some(name)
-        } else {
-            raw_name == name
-        };
-        if !matches {
-            return None;
-        }
-        decoded(header.get(self.value.clone())?)
-    }
-}
-
-/// The pairs of `header`, located in one pass when the context is made (a context's cookies
-/// are looked up by name several times: by the token store, the session store, the app).
-/// The same pairs as [`cookie_pairs`], without empty names.
-fn index_cookies(header: &str) -> Vec<CookieAt> {
+/// Calls `found` for every `name=value` pair of a `Cookie` header, in order, pairs with an
+/// empty name skipped (the pairs of [`cookie_pairs`]). One pass: a vectorized search for
+/// the only bytes that matter (`;`, `=`, `%`).
+fn for_each_pair<'h>(header: &'h str, mut found: impl FnMut(Pair<'h>)) {
     let bytes = header.as_bytes();
-    let mut pairs = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let start = at;
-        let end = bytes[at..]
-            .iter()
-            .position(|&b| b == b';')
-            .map_or(bytes.len(), |i| at + i);
-        at = end + 1;
-        let Some(eq) = bytes[start..end].iter().position(|&b| b == b'=') else {
-            continue;
-        };
-        let name = trimmed(header, start..start + eq);
-        if name.is_empty() {
-            continue;
+    let (mut start, mut eq) = (0, None);
+    let (mut escaped_name, mut escaped_value) = (false, false);
+    let mut emit = |start: usize, eq: Option<usize>, end: usize, escaped_name: bool, escaped_value: bool| {
+        if let Some(eq) = eq {
+            let name = trimmed(header, start, eq);
+            if !name.is_empty() {
+                found(Pair {
+                    name,
+                    value: trimmed(header, eq + 1, end),
+                    escaped_name,
+                    escaped_value,
+                });
+            }
         }
-        pairs.push(CookieAt {
-            name,
-            value: trimmed(header, start + eq + 1..end),
-        });
+    };
+    for at in memchr::memchr3_iter(b';', b'=', b'%', bytes) {
+        match bytes[at] {
+            b';' => {
+                emit(start, eq.take(), at, escaped_name, escaped_value);
+                (start, escaped_name, escaped_value) = (at + 1, false, false);
+            }
+            b'=' if eq.is_none() => eq = Some(at),
+            b'%' if eq.is_none() => escaped_name = true,
+            b'%' => escaped_value = true,
+            _ => {}
+        }
     }
-    pairs
+    emit(start, eq, bytes.len(), escaped_name, escaped_value);
 }
 
-/// `range` of `text` without surrounding whitespace (as `str::trim` sees it).
-fn trimmed(text: &str, range: Range<usize>) -> Range<usize> {
-    // ASCII whitespace by byte; at a non-ASCII byte, `str::trim` decides.
-    let white = |b: u8| matches!(b, b'\t'..=b'\r' | b' ');
-    let bytes = text.as_bytes();
-    let (mut start, mut end) = (range.start, range.end.min(bytes.len()));
-    while start < end && white(bytes[start]) {
-        start += 1;
+/// `text[start..end]` without surrounding whitespace (as `str::trim` sees it).
+fn trimmed(text: &str, start: usize, end: usize) -> &str {
+    let part = text.get(start..end).unwrap_or_default();
+    match part.as_bytes() {
+        // The common case: printable ASCII at both ends, nothing to trim.
+        [first, .., last] if (b'!'..0x80).contains(first) && (b'!'..0x80).contains(last) => part,
+        [only] if (b'!'..0x80).contains(only) => part,
+        _ => part.trim(),
     }
-    while end > start && white(bytes[end - 1]) {
-        end -= 1;
-    }
-    let unicode_edge = start < end && (bytes[start] >= 0x80 || bytes[end - 1] >= 0x80);
-    match text.get(start..end) {
-        Some(part) if unicode_edge => {
-            let trimmed = part.trim_start();
-            let start = start + (part.len() - trimmed.len());
-            start..start + trimmed.trim_end().len()
+}
+
+impl<'h> Pair<'h> {
+    /// Whether this pair is cookie `name` (whose name holds no `%`, or `name_escaped`).
+    fn is_named(&self, name: &str, name_escaped: bool) -> bool {
+        if !self.escaped_name {
+            // Nothing to decode: the raw name is the name.
+            return !name_escaped && self.name == name;
         }
-        _ => start..end,
+        // Decoding only shortens.
+        self.name.len() >= name.len() && decoded(self.name).as_deref() == Some(name)
+    }
+
+    /// The value, percent-decoded (`None` when it does not decode: the pair is skipped).
+    fn value(&self) -> Option<Cow<'h, str>> {
+        if self.escaped_value {
+            decoded(self.value)
+        } else {
+            Some(Cow::Borrowed(self.value))
+        }
     }
 }
 
@@ -147,7 +142,6 @@ struct ContextInner {
     /// a copy of the header; its pairs are located on the first lookup and decoded when
     /// asked for.
     received: String,
-    received_index: Vec<CookieAt>,
     /// The cookies set or removed during this context: what to send back as `Set-Cookie`.
     cookies: Mutex<CookieJar>,
     /// How many times a cookie was set or removed (`0`: never, and lookups skip the jar).
@@ -162,7 +156,6 @@ impl Default for ContextInner {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             extensions: Mutex::default(),
             received: String::new(),
-            received_index: Vec::new(),
             cookies: Mutex::default(),
             generation: AtomicU64::new(0),
             record: Mutex::new(None),
@@ -208,7 +201,6 @@ impl Context {
     fn with_received(received: String) -> Self {
         Self {
             inner: Arc::new(ContextInner {
-                received_index: index_cookies(&received),
                 received,
                 ..ContextInner::default()
             }),
@@ -218,12 +210,33 @@ impl Context {
     /// The value of cookie `name` as the request sent it: the last well-formed pair of that
     /// name, name and value percent-decoded and trimmed.
     fn received_cookie(&self, name: &str) -> Option<Cow<'_, str>> {
-        let header = self.inner.received.as_str();
-        self.inner
-            .received_index
-            .iter()
-            .rev()
-            .find_map(|at| at.value_if_named(header, name))
+        let [value] = self.received_cookies([name]);
+        value
+    }
+
+    /// The received values of cookies `names`, in one pass over the header: for each name,
+    /// the last pair of that name whose value decodes.
+    fn received_cookies<const N: usize>(&self, names: [&str; N]) -> [Option<Cow<'_, str>>; N] {
+        let mut values = [const { None }; N];
+        let escaped = names.map(|name| name.contains('%'));
+        for_each_pair(&self.inner.received, |pair| {
+            for ((name, escaped), value) in names.iter().zip(escaped).zip(values.iter_mut()) {
+                if pair.is_named(name, escaped) {
+                    if let Some(decoded) = pair.value() {
+                        *value = Some(decoded);
+                    }
+                }
+            }
+        });
+        values
+    }
+
+    /// [`cookie`](Self::cookie) of each of `names`, reading the received header once.
+    pub(crate) fn cookie_values<const N: usize>(&self, names: [&str; N]) -> [Option<Cow<'_, str>>; N] {
+        if self.inner.generation.load(Ordering::Acquire) != 0 {
+            return names.map(|name| self.cookie_value(name));
+        }
+        self.received_cookies(names)
     }
 
     fn jar(&self) -> MutexGuard<'_, CookieJar> {
@@ -463,13 +476,17 @@ pub(crate) fn current_context() -> Option<Context> {
 /// awaits inline) sees `ctx` through the task-scoped context provider
 /// ([`TaskContextProvider`]). Tasks spawned from inside do not inherit it — wrap them too.
 pub fn run_with_context<F: Future>(ctx: Context, future: F) -> impl Future<Output = F::Output> {
-    WithContext { ctx, future }
+    WithContext {
+        ctx: Some(ctx),
+        future,
+    }
 }
 
 pin_project_lite::pin_project! {
     /// The future returned by [`run_with_context`].
     pub(crate) struct WithContext<F> {
-        ctx: Context,
+        // Lent to the thread-local while the future is polled (moved, not cloned).
+        ctx: Option<Context>,
         #[pin]
         future: F,
     }
@@ -483,13 +500,16 @@ impl<F> fmt::Debug for WithContext<F> {
     }
 }
 
-/// Restores the previous context even if the inner poll panics.
-struct Restore(Option<Context>);
+/// Takes the lent context back and restores the previous one, even if the inner poll panics.
+struct Restore<'a> {
+    lent: &'a mut Option<Context>,
+    previous: Option<Context>,
+}
 
-impl Drop for Restore {
+impl Drop for Restore<'_> {
     fn drop(&mut self) {
-        let previous = self.0.take();
-        CURRENT.with(|c| *c.borrow_mut() = previous);
+        let previous = self.previous.take();
+        *self.lent = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), previous));
     }
 }
 
@@ -498,8 +518,11 @@ impl<F: Future> Future for WithContext<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let previous = CURRENT.with(|c| c.borrow_mut().replace(this.ctx.clone()));
-        let _restore = Restore(previous);
+        let previous = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), this.ctx.take()));
+        let _restore = Restore {
+            lent: this.ctx,
+            previous,
+        };
         this.future.poll(cx)
     }
 }
@@ -552,10 +575,12 @@ mod tests {
         /// The one-pass index finds the same pairs as splitting and trimming.
         #[test]
         fn the_cookie_index_finds_the_plain_pairs(header in "[a-c=;% \t\r\u{b}\u{a0}\u{2003}\u{e9}]{0,40}") {
-            let indexed: Vec<(&str, &str)> = index_cookies(&header)
-                .iter()
-                .map(|at| (&header[at.name.clone()], &header[at.value.clone()]))
-                .collect();
+            let mut indexed: Vec<(&str, &str)> = Vec::new();
+            for_each_pair(&header, |pair| {
+                assert_eq!(pair.escaped_name, pair.name.contains('%'));
+                assert_eq!(pair.escaped_value, pair.value.contains('%'));
+                indexed.push((pair.name, pair.value));
+            });
             let plain: Vec<(&str, &str)> = cookie_pairs(&header).filter(|(name, _)| !name.is_empty()).collect();
             proptest::prop_assert_eq!(indexed, plain);
         }

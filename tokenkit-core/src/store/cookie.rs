@@ -142,23 +142,6 @@ impl CookieStore {
         &self.config
     }
 
-    /// The value of cookie `COOKIE_NAMES[which]`, if set and not empty.
-    fn read<'c>(&self, ctx: &'c Context, which: usize) -> Option<Cow<'c, str>> {
-        ctx.cookie_value(self.names.get(which)?).filter(|v| !v.is_empty())
-    }
-
-    fn read_time(&self, ctx: &Context, which: usize) -> Result<Option<SystemTime>, ()> {
-        match self.read(ctx, which) {
-            None => Ok(None),
-            Some(text) => text
-                .parse::<u64>()
-                .ok()
-                .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
-                .map(Some)
-                .ok_or(()),
-        }
-    }
-
     /// The record of `ctx`'s cookies, read once per context while its cookies are unchanged.
     fn record(&self, ctx: &Context) -> Option<Arc<TokenRecord>> {
         if let Some(record) = ctx.cached_record(self.id) {
@@ -171,27 +154,30 @@ impl CookieStore {
     }
 
     fn read_record(&self, ctx: &Context) -> Option<TokenRecord> {
-        let refresh = self.read(ctx, REFRESH_TOKEN).filter(|t| {
+        // All five cookies in one pass over the request's header (in `COOKIE_NAMES` order).
+        let [access, refresh, expires_at, obtained_at, token_type] = ctx
+            .cookie_values(self.names.each_ref().map(String::as_str))
+            .map(|v| v.filter(|v| !v.is_empty()));
+        let refresh = refresh.filter(|t| {
             let ok = valid_token(t);
             if !ok {
                 tracing::warn!("ignoring a malformed refresh-token cookie");
             }
             ok
         });
-        let mut access = self.read(ctx, ACCESS_TOKEN).filter(|t| {
+        let mut access = access.filter(|t| {
             let ok = valid_token(t);
             if !ok {
                 tracing::warn!("ignoring a malformed access-token cookie");
             }
             ok
         });
-        let expires_at = self.read_time(ctx, ACCESS_EXPIRES_AT).unwrap_or_else(|()| {
+        let expires_at = parse_time(expires_at.as_deref()).unwrap_or_else(|()| {
             tracing::warn!("ignoring an access token whose expiry cookie is malformed");
             access = None;
             None
         });
-        let obtained_at = self
-            .read_time(ctx, LAST_REFRESH_AT)
+        let obtained_at = parse_time(obtained_at.as_deref())
             .ok()
             .flatten()
             .unwrap_or(UNIX_EPOCH);
@@ -209,20 +195,23 @@ impl CookieStore {
             }
         };
         record.expires_at = expires_at;
-        record.token_type = self
-            .read(ctx, TOKEN_TYPE)
-            .filter(|t| valid_token(t))
-            .map(Cow::into_owned);
+        record.token_type = token_type.filter(|t| valid_token(t)).map(Cow::into_owned);
         Some(record)
     }
 }
 
-// Positions in `COOKIE_NAMES`.
-const ACCESS_TOKEN: usize = 0;
-const REFRESH_TOKEN: usize = 1;
-const ACCESS_EXPIRES_AT: usize = 2;
-const LAST_REFRESH_AT: usize = 3;
-const TOKEN_TYPE: usize = 4;
+/// A time cookie (Unix seconds): `Ok(None)` when absent, `Err` when malformed.
+fn parse_time(text: Option<&str>) -> Result<Option<SystemTime>, ()> {
+    match text {
+        None => Ok(None),
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+            .map(Some)
+            .ok_or(()),
+    }
+}
 
 fn unix_secs(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -318,13 +307,17 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn name_positions_match_the_defaults() {
-        let names = crate::defaults::COOKIE_NAMES;
-        assert_eq!(names[ACCESS_TOKEN], "access_token");
-        assert_eq!(names[REFRESH_TOKEN], "refresh_token");
-        assert_eq!(names[ACCESS_EXPIRES_AT], "access_expires_at");
-        assert_eq!(names[LAST_REFRESH_AT], "last_refresh_at");
-        assert_eq!(names[TOKEN_TYPE], "token_type");
+    fn the_cookie_names_come_in_the_order_read_record_takes_them() {
+        assert_eq!(
+            crate::defaults::COOKIE_NAMES,
+            [
+                "access_token",
+                "refresh_token",
+                "access_expires_at",
+                "last_refresh_at",
+                "token_type"
+            ]
+        );
     }
 
     fn at(secs: u64) -> SystemTime {
