@@ -3,6 +3,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -118,17 +119,49 @@ pub(crate) async fn send_with_timeout(
     request: http::Request<Bytes>,
     timeout: Option<std::time::Duration>,
 ) -> Result<http::Response<Bytes>, crate::Error> {
-    use futures_util::future::{select, Either};
-    let send = transport.send(request);
-    match (timeout, sleep) {
-        (Some(limit), Some(sleep)) => match select(send, sleep.timeout(limit)).await {
-            Either::Left((result, _)) => result.map_err(crate::Error::from),
-            Either::Right(_) => Err(crate::Error::timeout(format!(
-                "no response within {}ms",
-                limit.as_millis()
-            ))),
-        },
-        _ => send.await.map_err(crate::Error::from),
+    TimeLimited::new(transport.send(request), sleep, timeout).await
+}
+
+/// A transport's answer, or a timeout error once `limit` has passed: polls the send, then the
+/// timeout, and returns the typed result directly (no intermediate `Either` to move around).
+pub(crate) struct TimeLimited<'a> {
+    send: Pin<Box<dyn Future<Output = Result<http::Response<Bytes>, TransportError>> + Send + 'a>>,
+    timeout: Option<(crate::runtime::Timeout, std::time::Duration)>,
+}
+
+impl<'a> TimeLimited<'a> {
+    pub(crate) fn new(
+        send: Pin<Box<dyn Future<Output = Result<http::Response<Bytes>, TransportError>> + Send + 'a>>,
+        sleep: Option<&dyn crate::runtime::Sleep>,
+        limit: Option<std::time::Duration>,
+    ) -> Self {
+        let timeout = match (limit, sleep) {
+            (Some(limit), Some(sleep)) => Some((sleep.timeout(limit), limit)),
+            _ => None,
+        };
+        Self { send, timeout }
+    }
+}
+
+impl Future for TimeLimited<'_> {
+    type Output = Result<http::Response<Bytes>, crate::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Poll::Ready(sent) = this.send.as_mut().poll(cx) {
+            return Poll::Ready(sent.map_err(crate::Error::from));
+        }
+        match &mut this.timeout {
+            Some((timeout, limit)) => match Pin::new(timeout).poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(crate::Error::timeout(format!(
+                    "no response within {}ms",
+                    limit.as_millis()
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+            None => Poll::Pending,
+        }
     }
 }
 

@@ -259,6 +259,14 @@ pub struct OriginCache {
     origins: std::sync::Mutex<Vec<(String, Url)>>,
 }
 
+/// Whether two URIs are written the same (stricter and cheaper than `Uri`'s equality, which
+/// compares the authority without case).
+fn same_text(a: &Uri, b: &Uri) -> bool {
+    a.path_and_query().map(PathAndQuery::as_str) == b.path_and_query().map(PathAndQuery::as_str)
+        && a.authority().map(Authority::as_str) == b.authority().map(Authority::as_str)
+        && a.scheme_str() == b.scheme_str()
+}
+
 /// How many origins an [`OriginCache`] keeps.
 const ORIGINS_KEPT: usize = 16;
 
@@ -282,7 +290,7 @@ impl OriginCache {
             let recent = recent.try_borrow().ok()?;
             recent
                 .iter()
-                .find(|(seen, _)| seen == uri)
+                .find(|(seen, _)| same_text(seen, uri))
                 .map(|(_, url)| url.clone())
         });
         if let Some(url) = recent {

@@ -19,7 +19,9 @@
 //! verification is never relaxed here; pass your own connector for anything else.
 #![forbid(unsafe_code)]
 
-use async_trait::async_trait;
+use std::future::Future;
+use std::pin::Pin;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
@@ -69,30 +71,37 @@ impl<C> HyperTransport<C> {
     }
 }
 
-#[async_trait]
 impl<C> Transport for HyperTransport<C>
 where
     C: Connect + Clone + Send + Sync + std::fmt::Debug + 'static,
 {
-    async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
-        let response = self
-            .client
-            .request(request.map(Full::new))
-            .await
-            .map_err(map_error)?;
-        let (parts, body) = response.into_parts();
+    // Written out instead of `async fn`: the request goes to hyper before the future is made,
+    // so the boxed future holds hyper's response future, not the request.
+    fn send<'a, 'f>(
+        &'a self,
+        request: http::Request<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Result<http::Response<Bytes>, TransportError>> + Send + 'f>>
+    where
+        'a: 'f,
+        Self: 'f,
+    {
+        let pending = self.client.request(request.map(Full::new));
         let limit = self.max_response_bytes;
-        let body = Limited::new(body, limit).collect().await.map_err(|err| {
-            if err.is::<http_body_util::LengthLimitError>() {
-                TransportError::new(
-                    TransportErrorKind::Other,
-                    format!("response body exceeds the limit of {limit} bytes"),
-                )
-            } else {
-                TransportError::other(err)
-            }
-        })?;
-        Ok(http::Response::from_parts(parts, body.to_bytes()))
+        Box::pin(async move {
+            let response = pending.await.map_err(map_error)?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, limit).collect().await.map_err(|err| {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    TransportError::new(
+                        TransportErrorKind::Other,
+                        format!("response body exceeds the limit of {limit} bytes"),
+                    )
+                } else {
+                    TransportError::other(err)
+                }
+            })?;
+            Ok(http::Response::from_parts(parts, body.to_bytes()))
+        })
     }
 }
 

@@ -27,8 +27,9 @@
 //! misconfiguration shows at once.
 #![forbid(unsafe_code)]
 
-use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokenkit_core::{Client, ClientBuilder, OriginCache, Transport, TransportError, TransportErrorKind};
@@ -98,20 +99,44 @@ impl ReqwestTransport {
     }
 }
 
-#[async_trait]
 impl Transport for ReqwestTransport {
-    async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, TransportError> {
-        let client = self
+    // Written out instead of `async fn`: the request is converted and handed to reqwest before
+    // the future is made, so the boxed future holds reqwest's pending call, not the request.
+    fn send<'a, 'f>(
+        &'a self,
+        request: http::Request<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Result<http::Response<Bytes>, TransportError>> + Send + 'f>>
+    where
+        'a: 'f,
+        Self: 'f,
+    {
+        let started = self
             .client
             .as_ref()
-            .map_err(|message| TransportError::new(TransportErrorKind::Other, *message))?;
-        let request = to_reqwest(request, &self.urls)?;
-        let sent_to = self.refuse_redirected.then(|| request.url().clone());
-        let response = client.execute(request).await.map_err(map_error)?;
-        if sent_to.is_some_and(|url| &url != response.url()) {
-            return Err(followed_a_redirect());
-        }
-        buffer(response, self.max_response_bytes).await
+            .map_err(|message| TransportError::new(TransportErrorKind::Other, *message))
+            .and_then(|client| {
+                let request = to_reqwest(request, &self.urls)?;
+                // Boxed: only passed-in clients need it.
+                let sent_to = self.refuse_redirected.then(|| Box::new(request.url().clone()));
+                Ok((client.execute(request), sent_to))
+            });
+        let limit = self.max_response_bytes;
+        Box::pin(async move {
+            let (pending, sent_to) = started?;
+            let mut response = pending.await.map_err(map_error)?;
+            if sent_to.is_some_and(|url| *url != *response.url()) {
+                return Err(followed_a_redirect());
+            }
+            // The body collected right here (not in a nested future): one move less of
+            // reqwest's collection state.
+            let head = Head::take(&mut response, limit)?;
+            let body = if head.exact_length {
+                response.bytes().await.map_err(map_error)?
+            } else {
+                Box::pin(chunks(response, limit)).await?
+            };
+            Ok(head.with_body(body))
+        })
     }
 }
 
@@ -138,35 +163,65 @@ fn to_reqwest(request: http::Request<Bytes>, urls: &OriginCache) -> Result<reqwe
 }
 
 /// Buffers a reqwest response, refusing bodies over `limit` bytes.
+#[cfg(feature = "middleware")]
 async fn buffer(
     mut response: reqwest::Response,
     limit: usize,
 ) -> Result<http::Response<Bytes>, TransportError> {
-    let exact_length = response.content_length();
-    if exact_length.is_some_and(|len| len > limit as u64) {
-        return Err(too_large(limit));
-    }
-    let (status, version) = (response.status(), response.version());
-    let headers = std::mem::take(response.headers_mut());
-    let body = if exact_length.is_some() {
-        // The body is exactly that long (hyper reads no further): reqwest collects it, without
-        // a copy when it arrives in one piece.
+    let head = Head::take(&mut response, limit)?;
+    let body = if head.exact_length {
         response.bytes().await.map_err(map_error)?
     } else {
-        let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(map_error)? {
-            if body.len() + chunk.len() > limit {
-                return Err(too_large(limit));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        body.freeze()
+        Box::pin(chunks(response, limit)).await?
     };
-    let mut buffered = http::Response::new(body);
-    *buffered.status_mut() = status;
-    *buffered.version_mut() = version;
-    *buffered.headers_mut() = headers;
-    Ok(buffered)
+    Ok(head.with_body(body))
+}
+
+/// A response's status line and headers, taken before its body is collected.
+struct Head {
+    status: http::StatusCode,
+    version: http::Version,
+    headers: http::HeaderMap,
+    /// The body's length is known (and within the limit): it is exactly that long (hyper
+    /// reads no further), so reqwest may collect it (without a copy when it arrives in one
+    /// piece).
+    exact_length: bool,
+}
+
+impl Head {
+    /// Takes the head of `response`, refusing a declared length over `limit`.
+    fn take(response: &mut reqwest::Response, limit: usize) -> Result<Self, TransportError> {
+        let length = response.content_length();
+        if length.is_some_and(|len| len > limit as u64) {
+            return Err(too_large(limit));
+        }
+        Ok(Self {
+            status: response.status(),
+            version: response.version(),
+            headers: std::mem::take(response.headers_mut()),
+            exact_length: length.is_some(),
+        })
+    }
+
+    fn with_body(self, body: Bytes) -> http::Response<Bytes> {
+        let mut buffered = http::Response::new(body);
+        *buffered.status_mut() = self.status;
+        *buffered.version_mut() = self.version;
+        *buffered.headers_mut() = self.headers;
+        buffered
+    }
+}
+
+/// A body of unknown length, chunk by chunk, refused past `limit` bytes.
+async fn chunks(mut response: reqwest::Response, limit: usize) -> Result<Bytes, TransportError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(map_error)? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// The error for a response a passed-in client reached through a redirect.

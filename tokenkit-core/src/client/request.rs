@@ -5,7 +5,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::{self, Either};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -19,7 +18,7 @@ use crate::error::{AuthFailure, Error, ErrorKind};
 use crate::events::Event;
 use crate::redact::RedactedHeaders;
 use crate::source::RefreshHints;
-use crate::transport::Transport;
+use crate::transport::{TimeLimited, Transport};
 use crate::urls;
 use tracing::Instrument;
 
@@ -398,16 +397,7 @@ impl RequestBuilder {
                 }
                 transport.send(request)
             };
-            let sent = match (timeout, inner.runtime.sleep.as_deref()) {
-                (Some(limit), Some(sleep)) => match future::select(send, sleep.timeout(limit)).await {
-                    Either::Left((sent, _)) => sent.map_err(Error::from),
-                    Either::Right(_) => Err(Error::timeout(format!(
-                        "no response within {}ms",
-                        limit.as_millis()
-                    ))),
-                },
-                _ => send.await.map_err(Error::from),
-            };
+            let sent = TimeLimited::new(send, inner.runtime.sleep.as_deref(), timeout).await;
             let outcome = match &sent {
                 Ok(response) => Outcome::Answered {
                     status: response.status(),
