@@ -386,7 +386,9 @@ impl RequestBuilder {
                 let mut request = http::Request::new(self.body.clone());
                 *request.method_mut() = self.method.clone();
                 *request.uri_mut() = uri.clone();
-                *request.headers_mut() = headers.clone();
+                if !headers.is_empty() {
+                    *request.headers_mut() = headers.clone();
+                }
                 if let (Some(auth), Some(record)) = (auth, &token) {
                     request
                         .headers_mut()
