@@ -491,7 +491,10 @@ fn instructions(n1: usize, n2: usize) {
 /// Pins the calling thread to core `index` when the machine has more than one core (client
 /// and server then never take turns on one core); elsewhere a no-op.
 pub(crate) fn pin_to_core(index: usize) {
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    // The machine's cores as seen before any thread was pinned (a pinned thread, and the
+    // threads it spawns, see only their own core).
+    static CORES: std::sync::OnceLock<Vec<core_affinity::CoreId>> = std::sync::OnceLock::new();
+    let cores = CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default());
     if cores.len() > 1 {
         if let Some(core) = cores.get(index % cores.len()) {
             core_affinity::set_for_current(*core);
@@ -518,6 +521,7 @@ fn main() {
         };
         return instructions(arg(2, 1_000), arg(3, 6_000));
     }
+    let cores = core_affinity::get_core_ids().map_or(0, |cores| cores.len());
     pin_to_core(0);
     let adapters: Vec<String> = match std::env::args().nth(2) {
         Some(adapter) => vec![adapter],
@@ -537,8 +541,8 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "scenario {scenario}: {} CPUs, client on 1 thread, server on 1 thread",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        "scenario {scenario}: {} cores, client and server on 1 thread each, pinned to cores 0 and 1",
+        cores
     );
     for adapter in &adapters {
         runtime.block_on(async {
