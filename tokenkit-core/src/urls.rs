@@ -260,11 +260,23 @@ pub struct OriginCache {
 }
 
 /// Whether two URIs are written the same (stricter and cheaper than `Uri`'s equality, which
-/// compares the authority without case).
+/// compares the authority without case). Clones of one URI share their text: compared by
+/// address first.
 fn same_text(a: &Uri, b: &Uri) -> bool {
-    a.path_and_query().map(PathAndQuery::as_str) == b.path_and_query().map(PathAndQuery::as_str)
-        && a.authority().map(Authority::as_str) == b.authority().map(Authority::as_str)
-        && a.scheme_str() == b.scheme_str()
+    fn same(a: Option<&str>, b: Option<&str>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b,
+            (None, None) => true,
+            _ => false,
+        }
+    }
+    same(
+        a.path_and_query().map(PathAndQuery::as_str),
+        b.path_and_query().map(PathAndQuery::as_str),
+    ) && same(
+        a.authority().map(Authority::as_str),
+        b.authority().map(Authority::as_str),
+    ) && a.scheme_str() == b.scheme_str()
 }
 
 /// How many origins an [`OriginCache`] keeps.
