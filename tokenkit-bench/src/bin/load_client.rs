@@ -83,6 +83,15 @@ async fn session_cookies(server: &str) -> String {
     )
 }
 
+/// The adapter's builder a `*-hyper` or `*-reqwest` mode names.
+fn adapter(mode: &str, server: &str) -> ClientBuilder {
+    if mode.ends_with("-hyper") {
+        tokenkit_hyper::builder(server)
+    } else {
+        tokenkit_reqwest::builder(server)
+    }
+}
+
 async fn run(mode: &str, n: usize, server: &str) {
     let url = format!("{server}/api/things");
     match mode {
@@ -131,20 +140,14 @@ async fn run(mode: &str, n: usize, server: &str) {
             }
         }
         "tokenkit-hyper" | "tokenkit-reqwest" => {
-            let builder = match mode {
-                "tokenkit-hyper" => tokenkit_hyper::builder(server),
-                _ => tokenkit_reqwest::builder(server),
-            };
+            let builder = adapter(mode, server);
             let client = tokenkit(builder, server);
             for _ in 0..=n {
                 black_box(client.get("/api/things").send_bytes().await.unwrap());
             }
         }
         "session-hyper" | "session-reqwest" => {
-            let builder = match mode {
-                "session-hyper" => tokenkit_hyper::builder(server),
-                _ => tokenkit_reqwest::builder(server),
-            };
+            let builder = adapter(mode, server);
             let client = session(builder);
             let cookies = session_cookies(server).await;
             for _ in 0..=n {
@@ -155,10 +158,7 @@ async fn run(mode: &str, n: usize, server: &str) {
             }
         }
         "context-hyper" | "context-reqwest" => {
-            let builder = match mode {
-                "context-hyper" => tokenkit_hyper::builder(server),
-                _ => tokenkit_reqwest::builder(server),
-            };
+            let builder = adapter(mode, server);
             let client = session(builder);
             let cookies = session_cookies(server).await;
             let ctx = tokenkit_core::Context::from_cookie_header(&cookies);
