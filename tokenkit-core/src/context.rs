@@ -42,7 +42,7 @@ fn decoded(text: &str) -> Option<Cow<'_, str>> {
 }
 
 /// A `name=value` pair of a `Cookie` header, trimmed, and whether each side holds a
-/// percent-escape (to be decoded when read).
+/// percent-escape (to be decoded when compared or read).
 #[derive(Debug, Clone, Copy)]
 struct Pair<'h> {
     name: &'h str,
@@ -52,57 +52,148 @@ struct Pair<'h> {
 }
 
 /// Calls `found` for every `name=value` pair of a `Cookie` header, in order, pairs with an
-/// empty name skipped (the pairs of [`cookie_pairs`]). One pass: a vectorized search for
-/// the only bytes that matter (`;`, `=`, `%`).
+/// empty name skipped (the pairs of [`cookie_pairs`]). One pass: names (short) are scanned
+/// a word at a time for `=`, `;` and `%`; values (long: tokens) are crossed with a
+/// vectorized search for `;` and `%`.
 fn for_each_pair<'h>(header: &'h str, mut found: impl FnMut(Pair<'h>)) {
     let bytes = header.as_bytes();
-    let (mut start, mut eq) = (0, None);
-    let (mut escaped_name, mut escaped_value) = (false, false);
-    let mut emit = |start: usize, eq: Option<usize>, end: usize, escaped_name: bool, escaped_value: bool| {
-        if let Some(eq) = eq {
-            let name = trimmed(header, start, eq);
-            if !name.is_empty() {
-                found(Pair {
-                    name,
-                    value: trimmed(header, eq + 1, end),
-                    escaped_name,
-                    escaped_value,
-                });
-            }
+    let mut start = 0;
+    while start < bytes.len() {
+        // Pairs are usually separated by `; `: the space is skipped here rather than trimmed.
+        while bytes.get(start) == Some(&b' ') {
+            start += 1;
         }
-    };
-    for at in memchr::memchr3_iter(b';', b'=', b'%', bytes) {
-        match bytes[at] {
-            b';' => {
-                emit(start, eq.take(), at, escaped_name, escaped_value);
-                (start, escaped_name, escaped_value) = (at + 1, false, false);
+        let (at, escaped_name) = find_stop(bytes, start, [b'=', b';']);
+        match bytes.get(at) {
+            // A piece without `=`: skipped.
+            None => return,
+            Some(b';') => {
+                start = at + 1;
+                continue;
             }
-            b'=' if eq.is_none() => eq = Some(at),
-            b'%' if eq.is_none() => escaped_name = true,
-            b'%' => escaped_value = true,
-            _ => {}
+            Some(_) => {}
+        }
+        let value_start = at + 1;
+        let (end, escaped_value) = find_stop(bytes, value_start, [b';', b';']);
+        let name = trimmed(header, start, at);
+        if !name.is_empty() {
+            found(Pair {
+                name,
+                value: trimmed(header, value_start, end),
+                escaped_name,
+                escaped_value,
+            });
+        }
+        start = end + 1;
+    }
+}
+
+/// The first `stop` byte at or after `start` (or `bytes.len()`), and whether a `%` comes
+/// before it. The first words go eight bytes at a time (names and most values are short):
+/// per word, a byte equal to a needle becomes a zero byte under XOR, and the classic
+/// zero-byte test marks it; the test's borrow can only mark bytes above a real zero byte,
+/// so the lowest mark is exact. Past 32 bytes (a JWT), a vectorized search takes over.
+#[inline(always)]
+fn find_stop(bytes: &[u8], start: usize, stop: [u8; 2]) -> (usize, bool) {
+    const LOW: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const fn zero_bytes(word: u64) -> u64 {
+        word.wrapping_sub(LOW) & !word & HIGH
+    }
+    let (mut at, mut escaped) = (start, false);
+    let limit = start.saturating_add(32);
+    while let Some(word) = bytes
+        .get(at..)
+        .and_then(|rest| rest.first_chunk::<8>())
+        .map(|chunk| u64::from_le_bytes(*chunk))
+    {
+        let stops =
+            zero_bytes(word ^ (LOW * u64::from(stop[0]))) | zero_bytes(word ^ (LOW * u64::from(stop[1])));
+        let escapes = zero_bytes(word ^ (LOW * u64::from(b'%')));
+        if stops != 0 {
+            // The stop's mark is bit 8k+7: the bits below it cover bytes 0..k. A false `%`
+            // mark below the stop sits above a real `%`, so "any below" is still exact.
+            let mark = stops.trailing_zeros();
+            let before = escapes & ((1 << mark) - 1);
+            return (at + (mark / 8) as usize, escaped || before != 0);
+        }
+        escaped |= escapes != 0;
+        at += 8;
+        if at >= limit {
+            return find_stop_long(bytes, at, stop, escaped);
         }
     }
-    emit(start, eq, bytes.len(), escaped_name, escaped_value);
+    while let Some(&byte) = bytes.get(at) {
+        if byte == stop[0] || byte == stop[1] {
+            break;
+        }
+        escaped |= byte == b'%';
+        at += 1;
+    }
+    (at, escaped)
+}
+
+/// [`find_stop`] for what is left of a long name or value, with a vectorized search.
+#[cold]
+fn find_stop_long(bytes: &[u8], mut at: usize, stop: [u8; 2], mut escaped: bool) -> (usize, bool) {
+    loop {
+        match bytes
+            .get(at..)
+            .and_then(|rest| memchr::memchr3(stop[0], stop[1], b'%', rest))
+        {
+            None => return (bytes.len(), escaped),
+            Some(offset) if bytes.get(at + offset) == Some(&b'%') => {
+                escaped = true;
+                at += offset + 1;
+            }
+            Some(offset) => return (at + offset, escaped),
+        }
+    }
 }
 
 /// `text[start..end]` without surrounding whitespace (as `str::trim` sees it).
+#[inline(always)]
 fn trimmed(text: &str, start: usize, end: usize) -> &str {
     let part = text.get(start..end).unwrap_or_default();
+    let graphic = |b: &u8| (b'!'..0x80).contains(b);
     match part.as_bytes() {
         // The common case: printable ASCII at both ends, nothing to trim.
-        [first, .., last] if (b'!'..0x80).contains(first) && (b'!'..0x80).contains(last) => part,
-        [only] if (b'!'..0x80).contains(only) => part,
+        [first, .., last] if graphic(first) && graphic(last) => part,
+        [only] if graphic(only) => part,
+        _ => trimmed_slowly(part),
+    }
+}
+
+/// [`trimmed`] when an end is whitespace or not ASCII.
+#[cold]
+fn trimmed_slowly(part: &str) -> &str {
+    let bytes = part.as_bytes();
+    // ASCII whitespace as `char::is_whitespace` has it (`\x0b` included).
+    let space = |b: u8| matches!(b, b'\t'..=b'\r' | b' ');
+    let (mut from, mut to) = (0, bytes.len());
+    while from < to && bytes.get(from).is_some_and(|&b| space(b)) {
+        from += 1;
+    }
+    while to > from && bytes.get(to - 1).is_some_and(|&b| space(b)) {
+        to -= 1;
+    }
+    match (bytes.get(from), bytes.get(to.wrapping_sub(1))) {
+        (Some(first), Some(last)) if first.is_ascii() && last.is_ascii() => {
+            part.get(from..to).unwrap_or_default()
+        }
+        (None, _) => "",
+        // Unicode whitespace may follow: the full definition.
         _ => part.trim(),
     }
 }
 
 impl<'h> Pair<'h> {
-    /// Whether this pair is cookie `name` (whose name holds no `%`, or `name_escaped`).
-    fn is_named(&self, name: &str, name_escaped: bool) -> bool {
+    /// Whether this pair is cookie `name`.
+    #[inline(always)]
+    fn is_named(&self, name: &str) -> bool {
         if !self.escaped_name {
             // Nothing to decode: the raw name is the name.
-            return !name_escaped && self.name == name;
+            return self.name == name;
         }
         // Decoding only shortens.
         self.name.len() >= name.len() && decoded(self.name).as_deref() == Some(name)
@@ -218,10 +309,9 @@ impl Context {
     /// the last pair of that name whose value decodes.
     fn received_cookies<const N: usize>(&self, names: [&str; N]) -> [Option<Cow<'_, str>>; N] {
         let mut values = [const { None }; N];
-        let escaped = names.map(|name| name.contains('%'));
         for_each_pair(&self.inner.received, |pair| {
-            for ((name, escaped), value) in names.iter().zip(escaped).zip(values.iter_mut()) {
-                if pair.is_named(name, escaped) {
+            for (name, value) in names.iter().zip(values.iter_mut()) {
+                if pair.is_named(name) {
                     if let Some(decoded) = pair.value() {
                         *value = Some(decoded);
                     }
@@ -574,7 +664,7 @@ mod tests {
     proptest::proptest! {
         /// The one-pass index finds the same pairs as splitting and trimming.
         #[test]
-        fn the_cookie_index_finds_the_plain_pairs(header in "[a-c=;% \t\r\u{b}\u{a0}\u{2003}\u{e9}]{0,40}") {
+        fn the_cookie_index_finds_the_plain_pairs(header in "[a-c=;% \t\r\u{b}\u{0}\u{1}\u{a0}\u{2003}\u{e9}]{0,80}") {
             let mut indexed: Vec<(&str, &str)> = Vec::new();
             for_each_pair(&header, |pair| {
                 assert_eq!(pair.escaped_name, pair.name.contains('%'));
@@ -583,6 +673,29 @@ mod tests {
             });
             let plain: Vec<(&str, &str)> = cookie_pairs(&header).filter(|(name, _)| !name.is_empty()).collect();
             proptest::prop_assert_eq!(indexed, plain);
+        }
+    }
+
+    proptest::proptest! {
+        /// The word-at-a-time search agrees with a byte loop, from any start, for names
+        /// (`=` or `;`) and values (`;`), short and long (the vectorized rest). `$`, `<` and
+        /// `:` are one bit away from `%`, `=` and `;`: the bytes the zero-byte test can mark
+        /// falsely.
+        #[test]
+        fn the_stop_search_agrees_with_a_byte_loop(
+            text in "[a$<:%=;\u{0}\u{1}\u{e9}]{0,12}[a$<:%\u{1}]{0,60}[a$<:%=;\u{0}\u{1}]{0,12}",
+            start in 0usize..90,
+            name in proptest::bool::ANY,
+        ) {
+            let bytes = text.as_bytes();
+            let start = start.min(bytes.len());
+            let stop = if name { [b'=', b';'] } else { [b';', b';'] };
+            let end = bytes[start..]
+                .iter()
+                .position(|b| stop.contains(b))
+                .map_or(bytes.len(), |i| start + i);
+            let expected = (end, bytes[start..end].contains(&b'%'));
+            proptest::prop_assert_eq!(find_stop(bytes, start, stop), expected);
         }
     }
 
