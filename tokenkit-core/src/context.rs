@@ -209,6 +209,25 @@ impl<'h> Pair<'h> {
     }
 }
 
+/// A request's `Cookie` header as a context keeps it.
+enum Received {
+    /// Text given to the context, or several headers joined with `; `.
+    Text(String),
+    /// The request's only `Cookie` header, shared with the request.
+    Header(HeaderValue),
+}
+
+impl Received {
+    /// The header as text; a header that is not UTF-8 holds no cookies, as such headers are
+    /// skipped when several are joined.
+    fn text(&self) -> &str {
+        match self {
+            Self::Text(text) => text,
+            Self::Header(value) => std::str::from_utf8(value.as_bytes()).unwrap_or_default(),
+        }
+    }
+}
+
 /// A token record a store read from this context, kept for later reads of the same context
 /// while its cookies are unchanged.
 struct CachedRecord {
@@ -229,12 +248,12 @@ struct ContextInner {
     /// Unique for the life of the process: never reused, unlike an address.
     id: u64,
     extensions: Mutex<http::Extensions>,
-    /// The request's `Cookie` header values as received, joined with `; `: a context costs
-    /// a copy of the header; its pairs are located on the first lookup and decoded when
-    /// asked for.
-    received: String,
+    /// The request's `Cookie` header as received: its pairs are located on the first lookup
+    /// and decoded when asked for.
+    received: Received,
     /// The cookies set or removed during this context: what to send back as `Set-Cookie`.
-    cookies: Mutex<CookieJar>,
+    /// Made on the first change (most contexts only read cookies).
+    cookies: Mutex<Option<CookieJar>>,
     /// How many times a cookie was set or removed (`0`: never, and lookups skip the jar).
     generation: AtomicU64,
     record: Mutex<Option<CachedRecord>>,
@@ -246,7 +265,7 @@ impl Default for ContextInner {
         Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             extensions: Mutex::default(),
-            received: String::new(),
+            received: Received::Text(String::new()),
             cookies: Mutex::default(),
             generation: AtomicU64::new(0),
             record: Mutex::new(None),
@@ -270,26 +289,32 @@ impl Context {
     /// Values are percent-decoded (tokenkit percent-encodes the values it sets); malformed
     /// pairs are skipped.
     pub fn from_cookie_header(header: &str) -> Self {
-        Self::with_received(header.to_owned())
+        Self::with_received(Received::Text(header.to_owned()))
     }
 
-    /// A context holding the cookies of every `Cookie` header in `headers`.
+    /// A context holding the cookies of every `Cookie` header in `headers` (a header that is
+    /// not UTF-8 is skipped). A single header (what HTTP/1.1 browsers send) is shared, not
+    /// copied.
     pub fn from_headers(headers: &HeaderMap) -> Self {
+        let mut all = headers.get_all(COOKIE).iter();
+        if let (Some(only), None) = (all.next(), all.next()) {
+            return Self::with_received(Received::Header(only.clone()));
+        }
         let mut received = String::new();
         for value in headers
             .get_all(COOKIE)
             .iter()
-            .filter_map(|value| value.to_str().ok())
+            .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
         {
             if !received.is_empty() {
                 received.push_str("; ");
             }
             received.push_str(value);
         }
-        Self::with_received(received)
+        Self::with_received(Received::Text(received))
     }
 
-    fn with_received(received: String) -> Self {
+    fn with_received(received: Received) -> Self {
         Self {
             inner: Arc::new(ContextInner {
                 received,
@@ -309,7 +334,7 @@ impl Context {
     /// the last pair of that name whose value decodes.
     fn received_cookies<const N: usize>(&self, names: [&str; N]) -> [Option<Cow<'_, str>>; N] {
         let mut values = [const { None }; N];
-        for_each_pair(&self.inner.received, |pair| {
+        for_each_pair(self.inner.received.text(), |pair| {
             for (name, value) in names.iter().zip(values.iter_mut()) {
                 if pair.is_named(name) {
                     if let Some(decoded) = pair.value() {
@@ -329,21 +354,15 @@ impl Context {
         self.received_cookies(names)
     }
 
-    fn jar(&self) -> MutexGuard<'_, CookieJar> {
+    fn jar(&self) -> MutexGuard<'_, Option<CookieJar>> {
         self.inner.cookies.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Changes the jar; the generation moves on once the change is made.
     fn change_jar(&self, change: impl FnOnce(&mut CookieJar)) {
         let mut jar = self.jar();
-        change(&mut jar);
+        change(jar.get_or_insert_with(CookieJar::new));
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Moves on whenever a cookie is set or removed: read it before reading cookies, to
-    /// cache what they said with [`cache_record`](Self::cache_record).
-    pub(crate) fn cookie_generation(&self) -> u64 {
-        self.inner.generation.load(Ordering::Acquire)
     }
 
     /// The current value of cookie `name`: as changed during this context, else as received.
@@ -355,7 +374,7 @@ impl Context {
     /// [`cookie`](Self::cookie), borrowed from the received header when it was not changed.
     pub(crate) fn cookie_value(&self, name: &str) -> Option<Cow<'_, str>> {
         if self.inner.generation.load(Ordering::Acquire) != 0 {
-            if let Some(changed) = self.jar().get(name) {
+            if let Some(changed) = self.jar().as_ref().and_then(|jar| jar.get(name)) {
                 let removed =
                     changed.value().is_empty() && changed.max_age() == Some(cookie::time::Duration::ZERO);
                 return (!removed).then(|| Cow::Owned(changed.value().to_owned()));
@@ -364,28 +383,32 @@ impl Context {
         self.received_cookie(name)
     }
 
-    /// The record store `owner` read from this context, if its cookies have not changed
-    /// since.
-    pub(crate) fn cached_record(&self, owner: u64) -> Option<Arc<TokenRecord>> {
-        let cached = self.inner.record.lock().unwrap_or_else(PoisonError::into_inner);
-        let cached = cached.as_ref()?;
-        (cached.owner == owner && cached.generation == self.inner.generation.load(Ordering::Acquire))
-            .then(|| Arc::clone(&cached.record))
-    }
-
-    /// Keeps `record`, read by store `owner` from this context's cookies of `generation`.
-    pub(crate) fn cache_record(&self, owner: u64, generation: u64, record: Arc<TokenRecord>) {
-        let old = self
-            .inner
-            .record
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replace(CachedRecord {
-                owner,
-                generation,
-                record,
-            });
+    /// The record store `owner` reads from this context with `read`, read once while the
+    /// context's cookies are unchanged: later calls return the same record. Concurrent
+    /// callers wait for the first read instead of repeating it.
+    pub(crate) fn record_with(
+        &self,
+        owner: u64,
+        read: impl FnOnce() -> Option<Arc<TokenRecord>>,
+    ) -> Option<Arc<TokenRecord>> {
+        let mut cached = self.inner.record.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read before the cookies: a change made during the read leaves the record stale
+        // under an old generation, so it is read again next time.
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        if let Some(cached) = cached.as_ref() {
+            if cached.owner == owner && cached.generation == generation {
+                return Some(Arc::clone(&cached.record));
+            }
+        }
+        let record = read()?;
+        let old = cached.replace(CachedRecord {
+            owner,
+            generation,
+            record: Arc::clone(&record),
+        });
+        drop(cached);
         drop(old);
+        Some(record)
     }
 
     /// Sets a cookie to be sent back with the response.
@@ -405,7 +428,8 @@ impl Context {
     /// included, as expired cookies). Values are percent-encoded.
     pub fn set_cookie_headers(&self) -> Vec<HeaderValue> {
         self.jar()
-            .delta()
+            .iter()
+            .flat_map(CookieJar::delta)
             .filter_map(|c| HeaderValue::from_str(&c.encoded().to_string()).ok())
             .map(|mut v| {
                 v.set_sensitive(true);
@@ -416,7 +440,7 @@ impl Context {
 
     /// The cookies changed during this context.
     pub fn cookie_delta(&self) -> Vec<Cookie<'static>> {
-        self.jar().delta().cloned().collect()
+        self.jar().iter().flat_map(CookieJar::delta).cloned().collect()
     }
 
     /// Stores a typed value, returning the previous one of that type.
@@ -746,6 +770,37 @@ mod tests {
         assert_eq!(
             (ctx.cookie("a").as_deref(), ctx.cookie("b").as_deref()),
             (Some("1"), Some("2"))
+        );
+        // One header is shared, and read like the same text given directly.
+        let mut one = HeaderMap::new();
+        one.insert(COOKIE, HeaderValue::from_static(" a = %41 ;b=2; a=3"));
+        let shared = Context::from_headers(&one);
+        let text = Context::from_cookie_header(" a = %41 ;b=2; a=3");
+        for name in ["a", "b", "c"] {
+            assert_eq!(shared.cookie(name), text.cookie(name), "{name}");
+        }
+        assert_eq!(shared.cookie("a").as_deref(), Some("3"));
+        // UTF-8 is read; a header that is not UTF-8 holds no cookies, one header or several.
+        let mut utf8 = HeaderMap::new();
+        utf8.insert(COOKIE, HeaderValue::from_bytes("a=caf\u{e9}".as_bytes()).unwrap());
+        assert_eq!(
+            Context::from_headers(&utf8).cookie("a").as_deref(),
+            Some("caf\u{e9}")
+        );
+        utf8.append(COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(
+            Context::from_headers(&utf8).cookie("a").as_deref(),
+            Some("caf\u{e9}")
+        );
+        let odd = HeaderValue::from_bytes(b"a=caf\xe9").unwrap();
+        let mut alone = HeaderMap::new();
+        alone.insert(COOKIE, odd.clone());
+        assert_eq!(Context::from_headers(&alone).cookie("a"), None);
+        alone.append(COOKIE, HeaderValue::from_static("b=2"));
+        let joined = Context::from_headers(&alone);
+        assert_eq!(
+            (joined.cookie("a"), joined.cookie("b").as_deref()),
+            (None, Some("2"))
         );
     }
 

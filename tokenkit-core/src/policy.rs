@@ -207,19 +207,24 @@ impl RefreshPolicy for StandardPolicy {
         let Some(expires_at) = record.expires_at else {
             return Freshness::Fresh;
         };
-        let half_life = record.lifetime().unwrap_or(Duration::ZERO) / 2;
         let remaining = expires_at.duration_since(now).unwrap_or(Duration::ZERO);
+        let window_without_jitter = self.refresh_before.saturating_add(self.clock_skew);
+        let most_jitter = (self.refresh_before / 100)
+            .saturating_mul(u32::from(self.jitter_percent))
+            .saturating_add(Duration::from_micros(1));
+        let widest_window = window_without_jitter.saturating_add(most_jitter);
+        // Beyond the widest window, whatever the lifetime and the jitter: fresh, without
+        // the lifetime or hashing the token for its jitter (the common case, on every
+        // request). The margin below is at most the skew, inside that window.
+        if remaining > widest_window {
+            return Freshness::Fresh;
+        }
+        let half_life = record.lifetime().unwrap_or(Duration::ZERO) / 2;
         let expiry_margin = self.clock_skew.min(half_life);
         if remaining.is_zero() || remaining <= expiry_margin {
             return Freshness::Expired;
         }
-        let window_without_jitter = self.refresh_before.saturating_add(self.clock_skew);
-        // Far from the window whatever the jitter: fresh, without hashing the token for its
-        // jitter (the common case, on every request).
-        let most_jitter = (self.refresh_before / 100)
-            .saturating_mul(u32::from(self.jitter_percent))
-            .saturating_add(Duration::from_micros(1));
-        if remaining > window_without_jitter.saturating_add(most_jitter).min(half_life) {
+        if remaining > widest_window.min(half_life) {
             return Freshness::Fresh;
         }
         let window = window_without_jitter

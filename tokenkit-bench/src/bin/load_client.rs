@@ -6,9 +6,9 @@
 //!
 //! `load-client <mode> <n> <server-url>`; modes: `raw-hyper`, `tokenkit-hyper`,
 //! `session-hyper`, `context-hyper`, `raw-reqwest`, `raw-reqwest-url`, `tokenkit-reqwest`,
-//! `session-reqwest`, `context-reqwest`. `session-*` builds a context from the cookies for
-//! every request (a web app making one API call per page); `context-*` makes every call in
-//! one context (one page making many calls). Driven by
+//! `session-reqwest`, `context-reqwest`. `session-*` builds a context from the request's
+//! headers for every request, as tokenkit-axum's layer does (a web app making one API call
+//! per page); `context-*` makes every call in one context (one page making many calls). Driven by
 //! `cargo run --release -p tokenkit-bench -- instructions`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // a benchmark binary
@@ -150,8 +150,12 @@ async fn run(mode: &str, n: usize, server: &str) {
             let builder = adapter(mode, server);
             let client = session(builder);
             let cookies = session_cookies(server).await;
+            // The request's headers, as the server parsed them; the context is made from
+            // them as tokenkit-axum's layer makes it.
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::COOKIE, cookies.parse().unwrap());
             for _ in 0..=n {
-                let ctx = tokenkit_core::Context::from_cookie_header(&cookies);
+                let ctx = tokenkit_core::Context::from_headers(&headers);
                 let response =
                     tokenkit_core::run_with_context(ctx, client.get("/api/things").send_bytes()).await;
                 black_box(response.unwrap());

@@ -144,13 +144,7 @@ impl CookieStore {
 
     /// The record of `ctx`'s cookies, read once per context while its cookies are unchanged.
     fn record(&self, ctx: &Context) -> Option<Arc<TokenRecord>> {
-        if let Some(record) = ctx.cached_record(self.id) {
-            return Some(record);
-        }
-        let generation = ctx.cookie_generation();
-        let record = self.read_record(ctx)?;
-        ctx.cache_record(self.id, generation, Arc::clone(&record));
-        Some(record)
+        ctx.record_with(self.id, || self.read_record(ctx))
     }
 
     fn read_record(&self, ctx: &Context) -> Option<Arc<TokenRecord>> {
@@ -340,6 +334,29 @@ mod tests {
             .filter(|pair| !pair.ends_with('='))
             .collect();
         Context::from_cookie_header(&pairs.join("; "))
+    }
+
+    /// A context keeps the record a store read, per store, until its cookies change.
+    #[test]
+    fn the_record_read_from_a_context_follows_its_cookie_changes_and_its_store() {
+        let ctx = Context::from_cookie_header("access_token=one; app_access_token=two");
+        let plain = CookieStore::new(CookieConfig::new());
+        let prefixed = CookieStore::new(CookieConfig::new().prefix("app"));
+        let token = |store: &CookieStore| {
+            let record = store.peek(Some(&ctx)).unwrap().unwrap().unwrap();
+            record.access_token.as_ref().unwrap().secret().to_owned()
+        };
+        assert_eq!(token(&plain), "one");
+        assert_eq!(token(&prefixed), "two");
+        assert_eq!(token(&plain), "one");
+        let first = plain.peek(Some(&ctx)).unwrap().unwrap().unwrap();
+        let again = plain.peek(Some(&ctx)).unwrap().unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "read once while unchanged");
+        // A change to the cookies is seen by the next read, of this store only.
+        let next = TokenRecord::new(AccessToken::new("three"), at(1_000));
+        block_on(plain.save(Some(&ctx), Arc::new(next), None)).unwrap();
+        assert_eq!(token(&plain), "three");
+        assert_eq!(token(&prefixed), "two");
     }
 
     #[test]
