@@ -118,13 +118,14 @@ impl Mode for Tokenkit {
     }
 }
 
-/// Session mode: a context from the browser's cookies for every request.
-struct Session(Client, String);
+/// Session mode: a context from the request's headers (the browser's cookies) for every
+/// request, as tokenkit-axum's layer makes it.
+struct Session(Client, http::HeaderMap);
 
 impl Mode for Session {
     fn send(&self) -> Send<'_> {
         Box::pin(async {
-            let ctx = tokenkit_core::Context::from_cookie_header(&self.1);
+            let ctx = tokenkit_core::Context::from_headers(&self.1);
             let response = tokenkit_core::run_with_context(ctx, self.0.get("/api/things").send_bytes()).await;
             black_box(response.unwrap());
         })
@@ -179,6 +180,8 @@ fn full_path(c: &mut Criterion) {
         "access_token={}; refresh_token=r-1; access_expires_at={expires}; token_type=Bearer",
         runtime.block_on(token(&server))
     );
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::COOKIE, cookies.parse().unwrap());
     let modes: Vec<(&str, Box<dyn Mode>)> = runtime.block_on(async {
         vec![
             (
@@ -198,7 +201,7 @@ fn full_path(c: &mut Criterion) {
                 "tokenkit-hyper, cookie session",
                 Box::new(Session(
                     session(tokenkit_hyper::builder(&server)),
-                    cookies.clone(),
+                    headers.clone(),
                 )),
             ),
             (
@@ -217,7 +220,7 @@ fn full_path(c: &mut Criterion) {
                 "tokenkit-reqwest, cookie session",
                 Box::new(Session(
                     session(tokenkit_reqwest::builder(&server)),
-                    cookies.clone(),
+                    headers.clone(),
                 )),
             ),
         ]

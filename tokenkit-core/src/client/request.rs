@@ -272,13 +272,11 @@ impl RequestBuilder {
                 Ok((url, response)) => final_response(&client, url, response).and_then(convert),
                 Err(err) => Err(err),
             };
-            match result {
-                Ok(response) => Ok(response),
-                Err(err) => {
-                    Box::pin(observe(&client, ctx, &err)).await;
-                    Err(err)
-                }
+            // Observed in place: the response is not moved out and back.
+            if let Err(err) = &result {
+                Box::pin(observe(&client, ctx, err)).await;
             }
+            result
         }
     }
 
