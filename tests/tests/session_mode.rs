@@ -87,13 +87,14 @@ async fn login_sets_http_only_cookies_and_returns_the_bundle() {
     let s = setup().await;
     let endpoints = s
         .endpoints()
-        .login_data(json!({"client": "web"}))
+        // The credentials win over both kinds of data, as the seed merges them.
+        .login_data(json!({"client": "web", "username": "from-config"}))
         .login_param("lang", "en")
         .header("x-app", "demo");
     let client = s.builder_with(endpoints).build().unwrap();
     let browser = Browser::new();
     let options = LoginOptions::new()
-        .data(json!({"remember": true}))
+        .data(json!({"remember": true, "password": "from-options"}))
         .param("via", "form")
         .header("x-trace", "t1");
     let (result, ctx) = browser.visit(client.login(&creds(ALICE), options)).await;

@@ -119,7 +119,7 @@ pub use context::{
 pub use deadline::Deadline;
 pub use error::{AuthFailure, Error, ErrorKind, OAuthError};
 pub use events::Event;
-pub use policy::{parse_duration, Freshness, RefreshPolicy, StandardPolicy};
+pub use policy::{parse_duration, ExpiryRule, Freshness, RefreshPolicy, StandardPolicy};
 pub use rotation::{Coordinator, InProcessCoordinator, Lease, Role, RotationStats, SessionKey, SessionKind};
 pub use runtime::{BoxFuture, Clock, Runtime, Sleep, Spawn, SpawnError, SystemClock, Timeout};
 pub use source::{

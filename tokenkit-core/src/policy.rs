@@ -74,9 +74,25 @@ pub(crate) fn is_auth_failure_by_default(status: StatusCode) -> bool {
     matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
 }
 
+/// When a token counts as expired, relative to its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ExpiryRule {
+    /// Within `clock_skew` of its expiry, the skew capped at half the token's lifetime (the
+    /// default): a freshly obtained token is usable for half its life, however short.
+    #[default]
+    CappedSkew,
+    /// Within `clock_skew` of its expiry, whatever the token's lifetime: the rule of session
+    /// libraries that compare `now + skew` with the expiry directly; choose it to reproduce
+    /// their timing. A token whose whole lifetime is at most the skew is expired on arrival,
+    /// so every request refreshes it. (The refresh window stays capped at half the lifetime.)
+    Skew,
+}
+
 /// The standard policy.
 ///
-/// A token is **expired** when `now + min(clock_skew, lifetime/2) >= expires_at` and **stale**
+/// A token is **expired** when `now + min(clock_skew, lifetime/2) >= expires_at` (with
+/// [`ExpiryRule::Skew`]: `now + clock_skew >= expires_at`) and **stale**
 /// (due for a proactive refresh) when
 /// `now + min(refresh_before + clock_skew + jitter, lifetime/2) >= expires_at` and at least
 /// `min_interval` has passed since it was obtained. Capping both margins at half the lifetime
@@ -98,6 +114,7 @@ pub struct StandardPolicy {
     max_recovery_tries: u32,
     proactive_retry_delay: Duration,
     grace_window: Duration,
+    expiry_rule: ExpiryRule,
 }
 
 impl Default for StandardPolicy {
@@ -113,6 +130,7 @@ impl Default for StandardPolicy {
             max_recovery_tries: crate::defaults::MAX_RECOVERY_TRIES,
             proactive_retry_delay: crate::defaults::PROACTIVE_RETRY_DELAY,
             grace_window: crate::defaults::GRACE_WINDOW,
+            expiry_rule: ExpiryRule::default(),
         }
     }
 }
@@ -179,6 +197,20 @@ impl StandardPolicy {
         self
     }
 
+    /// Sets when a token counts as expired (default [`ExpiryRule::CappedSkew`]).
+    pub fn expiry_rule(mut self, rule: ExpiryRule) -> Self {
+        self.expiry_rule = rule;
+        self
+    }
+
+    /// How close to its expiry a token is expired, for a token of `half_life`.
+    fn expiry_margin(&self, half_life: Duration) -> Duration {
+        match self.expiry_rule {
+            ExpiryRule::CappedSkew => self.clock_skew.min(half_life),
+            ExpiryRule::Skew => self.clock_skew,
+        }
+    }
+
     fn jitter_for(&self, record: &TokenRecord) -> Duration {
         if self.jitter_percent == 0 || self.refresh_before.is_zero() {
             return Duration::ZERO;
@@ -220,7 +252,7 @@ impl RefreshPolicy for StandardPolicy {
             return Freshness::Fresh;
         }
         let half_life = record.lifetime().unwrap_or(Duration::ZERO) / 2;
-        let expiry_margin = self.clock_skew.min(half_life);
+        let expiry_margin = self.expiry_margin(half_life);
         if remaining.is_zero() || remaining <= expiry_margin {
             return Freshness::Expired;
         }
@@ -249,7 +281,7 @@ impl RefreshPolicy for StandardPolicy {
         record.access_token.as_ref()?;
         let expires_at = record.expires_at?;
         let half_life = record.lifetime().unwrap_or(Duration::ZERO) / 2;
-        let expiry_margin = self.clock_skew.min(half_life);
+        let expiry_margin = self.expiry_margin(half_life);
         let window = self
             .refresh_before
             .saturating_add(self.clock_skew)
@@ -259,12 +291,12 @@ impl RefreshPolicy for StandardPolicy {
         // Inside the window, a token obtained less than `min_interval` ago stays fresh until
         // it is about to expire. (With no interval this ends at `obtained_at`, which is never
         // after the window opens: the window is at most half the lifetime.)
+        // Never past the expiry margin (under the skew rule it can be wider than the window).
         let not_expired = expires_at.checked_sub(expiry_margin)?;
-        let recently_obtained = record
-            .obtained_at
-            .checked_add(self.min_interval)
-            .map(|interval_ends| interval_ends.min(not_expired));
-        before_window.max(recently_obtained)
+        let recently_obtained = record.obtained_at.checked_add(self.min_interval);
+        before_window
+            .max(recently_obtained)
+            .map(|until| until.min(not_expired))
     }
 
     fn max_recovery_tries(&self) -> u32 {
@@ -337,6 +369,32 @@ mod tests {
 
     fn no_jitter() -> StandardPolicy {
         StandardPolicy::default().jitter_percent(0)
+    }
+
+    /// The skew rule expires a token within the skew of its expiry whatever its lifetime;
+    /// the default caps the skew at half the lifetime.
+    #[test]
+    fn the_skew_rule_does_not_cap_at_half_the_lifetime() {
+        let capped = no_jitter()
+            .clock_skew(Duration::from_secs(60))
+            .refresh_before(Duration::ZERO);
+        let skew = capped.clone().expiry_rule(ExpiryRule::Skew);
+        // A 100 s token, 40 s in: 60 s left, within the 60 s skew but not within half its
+        // lifetime.
+        assert_eq!(capped.freshness(Some(&record(100)), at(40)), Freshness::Fresh);
+        assert_eq!(skew.freshness(Some(&record(100)), at(40)), Freshness::Expired);
+        // A 30 s token is expired on arrival under the skew rule, usable under the default.
+        assert_eq!(skew.freshness(Some(&record(30)), at(0)), Freshness::Expired);
+        assert_eq!(capped.freshness(Some(&record(30)), at(0)), Freshness::Fresh);
+        // A long token: both rules agree (expired from 60 s before the end).
+        for (secs, expected) in [(3539, Freshness::Fresh), (3540, Freshness::Expired)] {
+            assert_eq!(
+                capped.freshness(Some(&record(3600)), at(secs)),
+                expected,
+                "{secs}"
+            );
+            assert_eq!(skew.freshness(Some(&record(3600)), at(secs)), expected, "{secs}");
+        }
     }
 
     #[test]
@@ -492,14 +550,17 @@ mod tests {
             jitter in 0u8..=100,
             position in 0.0f64..1.0,
             token in "[a-z]{1,8}",
+            skew_rule in any::<bool>(),
         ) {
             // Anywhere from a little before the token was obtained to a little after it expired.
             let now = obtained - 100 + (position * (lifetime + 200) as f64) as u64;
+            let rule = if skew_rule { ExpiryRule::Skew } else { ExpiryRule::CappedSkew };
             let policy = StandardPolicy::default()
                 .refresh_before(Duration::from_secs(before))
                 .clock_skew(Duration::from_secs(skew))
                 .min_interval(Duration::from_secs(min_interval))
-                .jitter_percent(jitter);
+                .jitter_percent(jitter)
+                .expiry_rule(rule);
             let record = TokenRecord::new(AccessToken::new(token), at(obtained))
                 .with_expires_at(at(obtained + lifetime));
             let now = at(now);

@@ -95,9 +95,13 @@ impl Transport for IsahcTransport {
         if let Some(headers) = builder.headers_mut() {
             *headers = parts.headers;
         }
-        let request = builder
-            .body(AsyncBody::from(body.to_vec()))
-            .map_err(TransportError::other)?;
+        // An empty body is no body: curl would otherwise label the POST as a form.
+        let body = if body.is_empty() {
+            AsyncBody::empty()
+        } else {
+            AsyncBody::from(body.to_vec())
+        };
+        let request = builder.body(body).map_err(TransportError::other)?;
         let response = self.client.send_async(request).await.map_err(map_error)?;
         let (parts, mut body) = response.into_parts();
         let limit = self.max_response_bytes;

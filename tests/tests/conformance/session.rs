@@ -141,7 +141,6 @@ pub(crate) async fn logout_always_clears_and_clear_calls_nothing<A: Adapter>() {
     let client = w.session_client::<A>();
     let browser = Browser::new();
     login(&client, &browser, "alice", "wonderland").await;
-    let refresh = browser.cookie("refresh_token").unwrap();
     browser.visit(client.logout()).await.0.unwrap();
     assert!(browser.snapshot().is_empty());
     let call = w
@@ -150,10 +149,43 @@ pub(crate) async fn logout_always_clears_and_clear_calls_nothing<A: Adapter>() {
         .into_iter()
         .find(|r| r.path == "/auth/logout")
         .unwrap();
+    // As the seed sends it: the access token in the auth header, no body, no content type.
+    assert!(call.authorization.as_deref().unwrap().starts_with("Bearer tk"));
+    assert!(call.body.is_empty(), "no body by default");
+    assert!(
+        call.headers.get(http::header::CONTENT_TYPE).is_none(),
+        "{:?}",
+        call.headers
+    );
+
+    // The refresh token in a body is an option.
+    let with_body = w
+        .session_builder::<A>()
+        .endpoints(
+            EndpointConfig::new("/auth/login", "/auth/refresh")
+                .logout("/auth/logout")
+                .logout_with_refresh_token(),
+        )
+        .build()
+        .unwrap();
+    login(&with_body, &browser, "alice", "wonderland").await;
+    let refresh = browser.cookie("refresh_token").unwrap();
+    browser.visit(with_body.logout()).await.0.unwrap();
+    let call = w
+        .server
+        .log()
+        .into_iter()
+        .filter(|r| r.path == "/auth/logout")
+        .last()
+        .unwrap();
     assert!(call.authorization.as_deref().unwrap().starts_with("Bearer tk"));
     assert_eq!(
         call.body_fields()["refreshToken"].as_str(),
         Some(refresh.as_str())
+    );
+    assert_eq!(
+        call.headers.get(http::header::CONTENT_TYPE).unwrap(),
+        "application/json"
     );
 
     login(&client, &browser, "alice", "wonderland").await;

@@ -139,8 +139,8 @@ impl Client {
         self.inner.context_provider.current()
     }
 
-    /// Logs in: POSTs `credentials` (merged with `login_data` and the options' data) to the
-    /// login endpoint, parses the tokens, stores them in the current session and returns them.
+    /// Logs in: POSTs `credentials` (merged over `login_data` and the options' data: the
+    /// credentials win) to the login endpoint, parses the tokens, stores them in the current session and returns them.
     ///
     /// Fires `on_login(bundle, body, ctx)` or `on_error(err, ctx)` (client-wide, then the
     /// options'). A 401/403 answer is an [`AuthFailure::Rejected`] error.
@@ -189,7 +189,7 @@ impl Client {
                 operation: Operation::Login,
                 ctx,
                 path: &endpoint.config.login,
-                body,
+                body: Some(body),
                 headers: &options.headers,
                 params,
                 timeout: options.timeout.unwrap_or(endpoint.config.login_timeout),
@@ -228,7 +228,7 @@ impl Client {
         options: &LoginOptions,
         ctx: Option<&Context>,
     ) -> Result<(ApiResponse<TokenRecord>, Value), Error> {
-        let mut fields = match serde_json::to_value(credentials) {
+        let credentials = match serde_json::to_value(credentials) {
             Ok(Value::Object(map)) => map,
             _ => {
                 return Err(Error::config(
@@ -236,9 +236,12 @@ impl Client {
                 ))
             }
         };
-        if let Some(Value::Object(data)) = &options.data {
-            fields.extend(data.clone());
-        }
+        // The options' data, then the credentials (which win).
+        let mut fields = match &options.data {
+            Some(Value::Object(data)) => data.clone(),
+            _ => serde_json::Map::new(),
+        };
+        fields.extend(credentials);
         let take = |fields: &mut serde_json::Map<String, Value>, key: &str| match fields.remove(key) {
             Some(Value::String(s)) => Ok(s),
             _ => Err(Error::config(format!(
@@ -269,8 +272,9 @@ impl Client {
         ))
     }
 
-    /// Logs out: POSTs the tokens to the logout endpoint (when configured) — or, in OAuth
-    /// mode, revokes them at the revocation endpoint (RFC 7009) — then clears the session,
+    /// Logs out: POSTs to the logout endpoint (when configured) with the access token in the
+    /// auth header and no body (the refresh token in a body with
+    /// [`EndpointConfig::logout_with_refresh_token`]) — or, in OAuth mode, revokes them at the revocation endpoint (RFC 7009) — then clears the session,
     /// even when that call fails, in which case its error is returned after clearing.
     pub async fn logout(&self) -> Result<(), Error> {
         let auth = self.auth()?;
@@ -297,13 +301,17 @@ impl Client {
                 if record.access_token.is_some() {
                     headers.insert(auth.header_name.clone(), auth.header_value(record)?);
                 }
-                let mut body = serde_json::Map::new();
-                if let Some(refresh) = &record.refresh_token {
-                    body.insert(
-                        endpoint.config.refresh_request_field.clone(),
-                        Value::String(refresh.secret().to_owned()),
-                    );
-                }
+                // The token header only, unless the refresh token is asked for in a body.
+                let body = endpoint.config.logout_body.then(|| {
+                    let mut body = serde_json::Map::new();
+                    if let Some(refresh) = &record.refresh_token {
+                        body.insert(
+                            endpoint.config.refresh_request_field.clone(),
+                            Value::String(refresh.secret().to_owned()),
+                        );
+                    }
+                    body
+                });
                 let call = endpoint
                     .post(AuthCall {
                         operation: Operation::Logout,

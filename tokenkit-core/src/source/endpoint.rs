@@ -63,6 +63,10 @@ pub struct EndpointConfig {
     pub refresh_timeout: Duration,
     /// Logout timeout (default 10 s).
     pub logout_timeout: Duration,
+    /// Whether the logout call also sends the refresh token in a body (`{<refresh field>:
+    /// token}`, encoded as the other auth bodies). Default off: the logout call carries the
+    /// access token in the auth header only, with no body.
+    pub logout_body: bool,
     /// Field-name overrides for responses.
     pub fields: FieldMapping,
     pub(crate) parse_login: Option<ParseFn>,
@@ -100,6 +104,7 @@ impl EndpointConfig {
             login_timeout: crate::defaults::AUTH_TIMEOUT,
             refresh_timeout: crate::defaults::AUTH_TIMEOUT,
             logout_timeout: crate::defaults::LOGOUT_TIMEOUT,
+            logout_body: false,
             fields: FieldMapping::default(),
             parse_login: None,
             parse_refresh: None,
@@ -110,6 +115,13 @@ impl EndpointConfig {
     /// Sets the logout path.
     pub fn logout(mut self, path: impl Into<String>) -> Self {
         self.logout = Some(path.into());
+        self
+    }
+
+    /// Makes the logout call send the refresh token in a body too (see
+    /// [`logout_body`](Self::logout_body)).
+    pub fn logout_with_refresh_token(mut self) -> Self {
+        self.logout_body = true;
         self
     }
 
@@ -221,7 +233,8 @@ pub(crate) struct AuthCall<'a> {
     pub(crate) operation: Operation,
     pub(crate) ctx: Option<&'a Context>,
     pub(crate) path: &'a str,
-    pub(crate) body: Map<String, Value>,
+    /// `None`: no body and no `Content-Type` (a logout carrying only the token header).
+    pub(crate) body: Option<Map<String, Value>>,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) params: Vec<(String, String)>,
     pub(crate) timeout: Duration,
@@ -290,23 +303,21 @@ impl EndpointSource {
         let query = serde_urlencoded::to_string(&call.params)
             .map_err(|e| Error::config(format!("auth query parameters could not be encoded: {e}")))?;
         let url = urls::resolve(&self.base, call.path, &query)?;
-        let (body, content_type) = match self.config.content_type {
-            AuthContentType::Json => (
-                serde_json::to_vec(&Value::Object(call.body))
+        let (body, content_type) = match (call.body, self.config.content_type) {
+            (None, _) => (Vec::new(), None),
+            (Some(body), AuthContentType::Json) => (
+                serde_json::to_vec(&Value::Object(body))
                     .map_err(|e| Error::decode(format!("auth body could not be encoded: {e}")))?,
-                "application/json",
+                Some("application/json"),
             ),
-            AuthContentType::Form => {
-                let pairs: Vec<(String, String)> = call
-                    .body
-                    .iter()
-                    .map(|(k, v)| (k.clone(), form_value(v)))
-                    .collect();
+            (Some(body), AuthContentType::Form) => {
+                let pairs: Vec<(String, String)> =
+                    body.iter().map(|(k, v)| (k.clone(), form_value(v))).collect();
                 (
                     serde_urlencoded::to_string(&pairs)
                         .map_err(|e| Error::decode(format!("auth body could not be encoded: {e}")))?
                         .into_bytes(),
-                    "application/x-www-form-urlencoded",
+                    Some("application/x-www-form-urlencoded"),
                 )
             }
         };
@@ -326,7 +337,9 @@ impl EndpointSource {
         for (name, value) in call.headers {
             headers.insert(name.clone(), value.clone());
         }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Some(content_type) = content_type {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        }
         headers.insert(http::header::ACCEPT, HeaderValue::from_static("application/json"));
         let response = send_with_timeout(
             &*self.transport,
@@ -346,14 +359,14 @@ impl EndpointSource {
         })
     }
 
-    /// The login body: `login_data`, then the credentials, then per-call data.
+    /// The login body: `login_data`, then per-call data, then the credentials (which win).
     pub(crate) fn login_body(
         &self,
         credentials: Value,
         data: Option<Value>,
     ) -> Result<Map<String, Value>, Error> {
         let mut body = self.config.login_data.clone();
-        for (what, value) in [("credentials", Some(credentials)), ("login data", data)] {
+        for (what, value) in [("login data", data), ("credentials", Some(credentials))] {
             match value {
                 Some(Value::Object(map)) => body.extend(map),
                 Some(Value::Null) | None => {}
@@ -389,7 +402,7 @@ impl TokenSource for EndpointSource {
                 operation: Operation::Refresh,
                 ctx: request.context.as_ref(),
                 path: &self.config.refresh,
-                body,
+                body: Some(body),
                 headers: &request.headers,
                 params: self.config.refresh_params.clone(),
                 timeout: self.config.refresh_timeout,
