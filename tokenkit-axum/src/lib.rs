@@ -26,13 +26,13 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::SystemTime;
 
 use axum_core::extract::FromRequestParts;
+use axum_core::response::IntoResponse;
 use http::header::SET_COOKIE;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
@@ -62,11 +62,43 @@ impl Session {
     }
 }
 
+/// The rejection of the [`Session`] extractor on a route [`TokenKitLayer`] does not cover: a
+/// server error (500) saying so, as axum's `Extension` does for a missing extension. A
+/// handler outside the layer has no session to read, and answering "signed out" would hide
+/// the mistake.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct MissingSessionLayer;
+
+impl MissingSessionLayer {
+    const MESSAGE: &'static str = "the Session extractor needs tokenkit_axum::TokenKitLayer on this route \
+                                   (add it with .layer(TokenKitLayer::new(client)) around the route)";
+}
+
+impl std::fmt::Display for MissingSessionLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Self::MESSAGE)
+    }
+}
+
+impl std::error::Error for MissingSessionLayer {}
+
+impl IntoResponse for MissingSessionLayer {
+    fn into_response(self) -> axum_core::response::Response {
+        tracing::error!("{}", Self::MESSAGE);
+        (StatusCode::INTERNAL_SERVER_ERROR, Self::MESSAGE).into_response()
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Session {
-    type Rejection = Infallible;
+    type Rejection = MissingSessionLayer;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<Session>().cloned().unwrap_or_default())
+        parts
+            .extensions
+            .get::<Session>()
+            .cloned()
+            .ok_or(MissingSessionLayer)
     }
 }
 

@@ -289,3 +289,31 @@ async fn a_wrong_password_is_a_401_page() {
         .unwrap()
         .contains("Wrong username or password"));
 }
+
+/// `Session` on a route the layer does not cover is a 500 that says why, not "signed out".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_extractor_outside_the_layer_is_a_clear_500() {
+    use axum::routing::get;
+    use tokenkit_axum::{Session, TokenKitLayer};
+    let s = site().await;
+    let client = tokenkit_reqwest::builder(s.upstream.url())
+        .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh"))
+        .store(CookieStore::new(CookieConfig::new().secure(false)))
+        .build()
+        .unwrap();
+    async fn who(session: Session) -> String {
+        format!("authenticated: {}", session.authenticated)
+    }
+    let inside = axum::Router::new()
+        .route("/inside", get(who))
+        .layer(TokenKitLayer::new(client));
+    let app = axum::Router::new().route("/outside", get(who)).merge(inside);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (status, body, _) = page(&browser(), &format!("{url}/inside")).await;
+    assert_eq!((status, body.as_str()), (200, "authenticated: false"));
+    let (status, body, _) = page(&browser(), &format!("{url}/outside")).await;
+    assert_eq!(status, 500);
+    assert!(body.contains("needs tokenkit_axum::TokenKitLayer"), "{body}");
+}
