@@ -504,6 +504,9 @@ impl ClientBuilder {
                 Some(source)
             }
         };
+        if let Some(store) = &self.store {
+            store.check()?;
+        }
         let per_user = endpoint.is_some() || session_oauth.is_some();
         let auth = source.map(|source| {
             let store = self.store.take().unwrap_or_else(|| -> Arc<dyn TokenStore> {

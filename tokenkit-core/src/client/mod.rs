@@ -314,6 +314,21 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
+        // A store that can tell it is misconfigured stops the build.
+        let transport = crate::transport_fn(|_req: http::Request<bytes::Bytes>| async {
+            Ok(http::Response::new(bytes::Bytes::new()))
+        });
+        let err = Client::builder("http://h")
+            .transport(transport)
+            .no_timeout()
+            .endpoints(crate::EndpointConfig::new("/login", "/refresh"))
+            .store(crate::CookieStore::new(
+                crate::CookieConfig::new().prefix("__Host-").secure(false),
+            ))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("__Host-"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CookieConfig {
-    /// Prefix of the cookie names (`<prefix>_access_token`).
+    /// Prefix of the cookie names: `<prefix>_access_token`, or, for a prefix ending in `-`
+    /// such as the browser prefixes `__Host-` and `__Secure-`, `<prefix>access_token`.
     pub prefix: Option<String>,
     /// The `Secure` attribute (default on; turn off only for plain-http development).
     pub secure: bool,
@@ -45,7 +46,10 @@ impl CookieConfig {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Prefixes the cookie names.
+    /// Prefixes the cookie names (see [`prefix`](Self::prefix)). With `__Host-` the cookies
+    /// must be `Secure`, on path `/` and without a domain; with `__Secure-`, `Secure`:
+    /// browsers drop them otherwise, so a client built with a store breaking these rules
+    /// fails to build.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(prefix.into());
         self
@@ -75,9 +79,49 @@ impl CookieConfig {
     /// The full name of cookie `base` (one of [`crate::defaults::COOKIE_NAMES`]).
     pub fn name(&self, base: &str) -> String {
         match &self.prefix {
+            Some(prefix) if prefix.ends_with('-') => format!("{prefix}{base}"),
             Some(prefix) if !prefix.is_empty() => format!("{prefix}_{base}"),
             _ => base.to_owned(),
         }
+    }
+
+    /// Whether the names carry browser prefix `browser` (`__Host-`, `__Secure-`; browsers
+    /// compare it without case).
+    fn has_browser_prefix(&self, browser: &str) -> bool {
+        self.prefix.as_deref().is_some_and(|prefix| {
+            prefix
+                .get(..browser.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(browser))
+        })
+    }
+
+    /// The rules the prefix and the attributes must follow (see [`prefix`](Self::prefix)).
+    fn check(&self) -> Result<(), Error> {
+        let refuse = |why: &str| Err(Error::config(format!("cookie store: {why}")));
+        if let Some(prefix) = &self.prefix {
+            // A cookie name is an RFC 6265 token: no separators, spaces or controls.
+            if let Some(bad) = prefix
+                .chars()
+                .find(|c| !c.is_ascii_graphic() || "()<>@,;:\\\"/[]?={}".contains(*c))
+            {
+                return refuse(&format!("the prefix holds {bad:?}, which a cookie name cannot"));
+            }
+        }
+        if self.has_browser_prefix("__Host-") {
+            if !self.secure {
+                return refuse("__Host- cookies must be Secure (browsers drop them otherwise)");
+            }
+            if self.path != "/" {
+                return refuse("__Host- cookies must have Path=/ (browsers drop them otherwise)");
+            }
+            if self.domain.is_some() {
+                return refuse("__Host- cookies cannot have a Domain (browsers drop them otherwise)");
+            }
+        }
+        if self.has_browser_prefix("__Secure-") && !self.secure {
+            return refuse("__Secure- cookies must be Secure (browsers drop them otherwise)");
+        }
+        Ok(())
     }
 
     fn build(&self, base: &str, value: String, max_age: Duration) -> Cookie<'static> {
@@ -96,8 +140,15 @@ impl CookieConfig {
         cookie
     }
 
+    /// The cookie that expires `base`: with the attributes it was set with, as browsers
+    /// require to accept it (`Secure` above all, for prefixed names).
     fn removal(&self, base: &str) -> Cookie<'static> {
-        let mut cookie = Cookie::build(self.name(base)).path(self.path.clone()).build();
+        let mut cookie = Cookie::build(self.name(base))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(self.same_site)
+            .path(self.path.clone())
+            .build();
         if let Some(domain) = &self.domain {
             cookie.set_domain(domain.clone());
         }
@@ -263,7 +314,9 @@ impl TokenStore for CookieStore {
                 return Err(Error::new(
                     ErrorKind::Store,
                     format!(
-                        "cookie {} would be {size} bytes, over the {}-byte limit browsers keep",
+                        "cookie {} would be {size} bytes, over the {}-byte limit browsers keep: \
+                         keep these sessions server-side (SessionStore, or tokenkit-redis's \
+                         RedisSessionStore), where the browser holds only a session id",
                         cookie.name(),
                         crate::defaults::MAX_COOKIE_BYTES
                     ),
@@ -291,6 +344,10 @@ impl TokenStore for CookieStore {
 
     fn scope(&self) -> StoreScope {
         StoreScope::Request
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        self.config.check()
     }
 }
 
@@ -428,6 +485,89 @@ mod tests {
             .iter()
             .all(|c| c.max_age() == Some(cookie::time::Duration::ZERO)));
         assert!(block_on(store.load(Some(&ctx))).unwrap().is_none());
+    }
+
+    #[test]
+    fn browser_prefixes_are_glued_without_an_underscore() {
+        let name = |prefix: &str| CookieConfig::new().prefix(prefix).name("access_token");
+        assert_eq!(name("__Host-"), "__Host-access_token");
+        assert_eq!(name("__Secure-"), "__Secure-access_token");
+        assert_eq!(name("__Host-app-"), "__Host-app-access_token");
+        assert_eq!(name("app"), "app_access_token");
+        assert_eq!(
+            CookieConfig::new().prefix("").name("access_token"),
+            "access_token"
+        );
+    }
+
+    /// Removal cookies carry what the cookies were set with: a browser ignores a removal of a
+    /// `__Host-` or `Secure` cookie that is not `Secure` itself.
+    #[test]
+    fn removals_carry_the_attributes_browsers_require() {
+        for config in [
+            CookieConfig::new().prefix("__Host-"),
+            CookieConfig::new()
+                .prefix("__Secure-")
+                .domain("example.com")
+                .path("/app"),
+            CookieConfig::new().secure(false),
+        ] {
+            let store = CookieStore::new(config.clone());
+            store.check().unwrap();
+            let ctx = Context::new();
+            block_on(store.save(Some(&ctx), Arc::new(record()), None)).unwrap();
+            let set: Vec<_> = ctx.cookie_delta();
+            let back = browser_echo(&ctx);
+            block_on(store.clear(Some(&back))).unwrap();
+            let removed = back.cookie_delta();
+            assert_eq!(removed.len(), 5);
+            for removal in &removed {
+                let original = set.iter().find(|c| c.name() == removal.name()).unwrap();
+                assert_eq!(removal.max_age(), Some(cookie::time::Duration::ZERO));
+                assert_eq!(removal.secure(), original.secure(), "{}", removal.name());
+                assert_eq!(removal.path(), original.path());
+                assert_eq!(removal.domain(), original.domain());
+                assert_eq!(removal.http_only(), Some(true));
+                assert_eq!(removal.same_site(), original.same_site());
+            }
+            if config.prefix.as_deref() == Some("__Host-") {
+                assert!(removed
+                    .iter()
+                    .all(|c| c.name().starts_with("__Host-") && c.domain().is_none()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_configuration_browsers_would_drop_is_refused() {
+        let refused = [
+            (CookieConfig::new().prefix("__Host-").secure(false), "Secure"),
+            (CookieConfig::new().prefix("__host-").secure(false), "Secure"),
+            (
+                CookieConfig::new().prefix("__Host-").domain("example.com"),
+                "Domain",
+            ),
+            (CookieConfig::new().prefix("__Host-").path("/app"), "Path=/"),
+            (CookieConfig::new().prefix("__Secure-").secure(false), "Secure"),
+            (CookieConfig::new().prefix("a;b"), "';'"),
+            (CookieConfig::new().prefix("a b"), "' '"),
+        ];
+        for (config, why) in refused {
+            let err = CookieStore::new(config.clone()).check().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{config:?}");
+            assert!(err.message().contains(why), "{config:?}: {err}");
+        }
+        for config in [
+            CookieConfig::new().prefix("__Host-"),
+            CookieConfig::new()
+                .prefix("__Secure-")
+                .domain("example.com")
+                .path("/app"),
+            CookieConfig::new().prefix("app").secure(false),
+            CookieConfig::new(),
+        ] {
+            CookieStore::new(config.clone()).check().unwrap();
+        }
     }
 
     #[test]

@@ -112,6 +112,13 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// or one per session in a backend. Decides which requests share a refresh and whether
     /// refreshes may run in the background.
     fn scope(&self) -> StoreScope;
+
+    /// A configuration mistake the store can tell before it is used (a cookie prefix whose
+    /// browser rules the attributes break, a missing key…): `ClientBuilder::build` fails with
+    /// it. The default finds none.
+    fn check(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// A shared store is a store: `builder.store(Arc::clone(&store))` lets several clients use one.
@@ -144,5 +151,9 @@ impl<S: TokenStore + ?Sized> TokenStore for Arc<S> {
 
     fn scope(&self) -> StoreScope {
         (**self).scope()
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        (**self).check()
     }
 }
