@@ -104,6 +104,7 @@ pub(crate) struct State_ {
     pub(crate) refresh_tokens: Mutex<HashMap<String, RefreshState>>,
     pub(crate) refresh_lifetime: Mutex<Option<Duration>>,
     pub(crate) omit_refresh_token_on_refresh: Mutex<bool>,
+    pub(crate) omit_user_on_refresh: Mutex<bool>,
     pub(crate) reuse_detected: AtomicU64,
     pub(crate) oauth_token_type: Mutex<String>,
     pub(crate) oauth_omit_expires_in: Mutex<bool>,
@@ -185,6 +186,7 @@ impl AuthServer {
             refresh_tokens: Mutex::new(HashMap::new()),
             refresh_lifetime: Mutex::new(None),
             omit_refresh_token_on_refresh: Mutex::new(false),
+            omit_user_on_refresh: Mutex::new(false),
             reuse_detected: AtomicU64::new(0),
             oauth_token_type: Mutex::new("Bearer".to_owned()),
             oauth_omit_expires_in: Mutex::new(false),
@@ -285,6 +287,11 @@ impl AuthServer {
     /// Makes refresh responses omit the refresh token (the client must keep its old one).
     pub fn omit_refresh_token_on_refresh(&self, omit: bool) {
         *lock(&self.state.omit_refresh_token_on_refresh) = omit;
+    }
+
+    /// Makes refresh responses omit the user object (the session keeps the one it has).
+    pub fn omit_user_on_refresh(&self, omit: bool) {
+        *lock(&self.state.omit_user_on_refresh) = omit;
     }
 
     /// The `token_type` the OAuth endpoint reports (default `Bearer`).
@@ -641,7 +648,19 @@ async fn do_refresh(state: &State_, body: &Bytes, field: &str, camel: bool) -> R
         (current.user.clone(), current.family)
     };
     let refresh = (!omit).then(|| state.issue_refresh(&user, Some(family)));
-    token_response(state, &user, refresh, camel)
+    let mut response = token_response(state, &user, refresh, camel);
+    if *lock(&state.omit_user_on_refresh) {
+        let body = axum::body::to_bytes(std::mem::take(response.body_mut()), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let mut json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if let Some(fields) = json.as_object_mut() {
+            fields.remove("user");
+            fields.remove("profile");
+        }
+        return Json(json).into_response();
+    }
+    response
 }
 
 async fn login_json(State(state): State<Arc<State_>>, body: Bytes) -> Response {

@@ -113,6 +113,7 @@ async fn login_sets_http_only_cookies_and_returns_the_bundle() {
             "access_token",
             "last_refresh_at",
             "refresh_token",
+            "session_payload",
             "token_type"
         ]
     );
@@ -220,7 +221,11 @@ async fn a_rejected_refresh_clears_the_session_and_other_failures_keep_it() {
     let (result, ctx) = browser.visit(client.get("/api/me").send::<Value>()).await;
     let err = result.unwrap_err();
     assert_eq!(err.auth_failure(), Some(AuthFailure::SessionInvalid));
-    assert_eq!(ctx.cookie_delta().len(), 5);
+    assert_eq!(
+        ctx.cookie_delta().len(),
+        6,
+        "the five token cookies and the payload"
+    );
     assert!(browser.snapshot().is_empty(), "logged out");
     assert_eq!(s.recorder.count("session_invalid"), 1);
     assert_eq!(s.recorder.count("refresh_failed"), 2);
@@ -337,9 +342,10 @@ async fn session_helpers_read_without_mutating_and_refresh_on_demand() {
     s.expire();
     let (session, ctx) = browser.visit(client.session()).await;
     let session = session.unwrap().unwrap();
-    assert!(
-        session.payload.is_none(),
-        "cookies hold no payload; these tokens are not JWTs"
+    assert_eq!(
+        session.payload.as_ref().unwrap()["name"],
+        "alice",
+        "the login's user object is kept with the session"
     );
     assert!(
         ctx.cookie_delta().is_empty(),

@@ -51,15 +51,35 @@ struct Site {
 }
 
 async fn site() -> Site {
+    site_with(CookieConfig::new().secure(false)).await
+}
+
+/// The example app with its cookie store configured as `cookies`, on a fresh upstream.
+async fn site_with(cookies: CookieConfig) -> Site {
     let _ = logs();
     let clock = ManualClock::default();
     let upstream = AuthServer::start_with_clock(Arc::new(clock.clone()))
         .await
         .unwrap();
+    let (url, server) = serve(&upstream, &clock, cookies).await;
+    Site {
+        url,
+        upstream,
+        clock,
+        _server: server,
+    }
+}
+
+/// Serves the example app against `upstream`, its cookie store configured as `cookies`.
+async fn serve(
+    upstream: &AuthServer,
+    clock: &ManualClock,
+    cookies: CookieConfig,
+) -> (String, tokio::task::JoinHandle<()>) {
     let client = tokenkit_reqwest::builder(upstream.url())
         .clock(clock.clone())
         .endpoints(EndpointConfig::new("/auth/login", "/auth/refresh").logout("/auth/logout"))
-        .store(CookieStore::new(CookieConfig::new().secure(false)))
+        .store(CookieStore::new(cookies))
         .policy(StandardPolicy::default().jitter_percent(0))
         .build()
         .unwrap();
@@ -68,12 +88,7 @@ async fn site() -> Site {
     let server = tokio::spawn(async move {
         axum::serve(listener, routes::router(client)).await.unwrap();
     });
-    Site {
-        url,
-        upstream,
-        clock,
-        _server: server,
-    }
+    (url, server)
 }
 
 /// A browser: keeps cookies, follows redirects.
@@ -147,7 +162,9 @@ async fn login_browse_expire_rotate_logout() {
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
         .collect();
-    assert_eq!(set_cookies.len(), 5);
+    // The five token cookies and the session payload (the login's user object).
+    assert_eq!(set_cookies.len(), 6, "{set_cookies:?}");
+    assert!(set_cookies.iter().any(|c| c.starts_with("session_payload=")));
     for c in &set_cookies {
         assert!(
             c.contains("HttpOnly") && c.contains("SameSite=Lax") && c.contains("Path=/"),
@@ -176,6 +193,7 @@ async fn login_browse_expire_rotate_logout() {
     assert_eq!(s.upstream.count("/auth/refresh"), 1);
     let (_, body, _) = page(&b, &s.url).await;
     assert!(body.contains("Hello, alice"), "the browser kept the new cookies");
+    assert!(body.contains("The session says you are alice."), "{body}");
     assert_ne!(token_number(&body), before, "a new access token");
     assert_eq!(s.upstream.count("/auth/refresh"), 1);
 
@@ -316,4 +334,78 @@ async fn the_session_extractor_outside_the_layer_is_a_clear_500() {
     let (status, body, _) = page(&browser(), &format!("{url}/outside")).await;
     assert_eq!(status, 500);
     assert!(body.contains("needs tokenkit_axum::TokenKitLayer"), "{body}");
+}
+
+/// Encrypted cookies through the app: one sealed cookie the browser cannot read, still read
+/// after a key rotation, and a logged-out page (never an error page) without the key or once
+/// tampered with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_cookies_are_unreadable_rotate_and_refuse_tampering() {
+    use tokenkit_core::Encryption;
+    let k1 = || Encryption::new("k1", [1; 32]).unwrap();
+    let s = site_with(CookieConfig::new().secure(false).encrypted(k1())).await;
+    let raw = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = raw
+        .post(format!("{}/login", s.url))
+        .form(&[("username", "alice"), ("password", "wonderland")])
+        .send()
+        .await
+        .unwrap();
+    let set: Vec<String> = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(set.len(), 1, "one sealed cookie: {set:?}");
+    let pair = set[0].split(';').next().unwrap().to_owned();
+    assert!(pair.starts_with("session=tk1.k1."), "{pair}");
+    for secret in ["tk0", "alice", "Bearer", "refresh"] {
+        assert!(!pair.contains(secret), "{secret} is sealed: {pair}");
+    }
+    let visit = |url: String, cookie: String| {
+        let raw = raw.clone();
+        async move {
+            let response = raw.get(url).header("cookie", cookie).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let (status, body) = visit(s.url.clone(), pair.clone()).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("The session says you are alice."), "{body}");
+
+    // A new key, the old one still listed: the browser's cookie still opens.
+    let rotated = Encryption::new("k2", [2; 32])
+        .unwrap()
+        .with_old_key("k1", [1; 32])
+        .unwrap();
+    let (url, _rotated_site) = serve(
+        &s.upstream,
+        &s.clock,
+        CookieConfig::new().secure(false).encrypted(rotated),
+    )
+    .await;
+    let (status, body) = visit(url, pair.clone()).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Hello, alice"), "read after the rotation: {body}");
+
+    // Without the old key, or tampered with: signed out, not an error page.
+    let (url, _new_only) = serve(
+        &s.upstream,
+        &s.clock,
+        CookieConfig::new()
+            .secure(false)
+            .encrypted(Encryption::new("k2", [2; 32]).unwrap()),
+    )
+    .await;
+    let (status, body) = visit(url, pair.clone()).await;
+    assert_eq!((status, body.contains("Sign in")), (200, true), "{body}");
+    let mut tampered = pair.clone().into_bytes();
+    let at = tampered.len() - 3;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let (status, body) = visit(s.url.clone(), String::from_utf8(tampered).unwrap()).await;
+    assert_eq!((status, body.contains("Sign in")), (200, true), "{body}");
 }

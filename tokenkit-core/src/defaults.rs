@@ -125,6 +125,15 @@ pub const MAX_COOKIE_BYTES: usize = 4096;
 /// Cookie lifetime when the refresh token's lifetime is unknown.
 pub const COOKIE_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The cookie holding the session payload (the base64url of its JSON) beside the five token
+/// cookies, before the prefix. Not written when the payload is the access token's own JWT
+/// claims (they are read from the token).
+pub const PAYLOAD_COOKIE: &str = "session_payload";
+
+/// The one cookie of an encrypted cookie store, before the prefix: the whole record (tokens,
+/// times, type, payload), sealed.
+pub const SEALED_COOKIE: &str = "session";
+
 /// The five cookie names, before the prefix.
 pub const COOKIE_NAMES: [&str; 5] = [
     "access_token",

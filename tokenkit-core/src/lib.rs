@@ -85,6 +85,7 @@ mod client;
 mod context;
 mod deadline;
 pub mod defaults;
+mod encryption;
 #[doc = include_str!("../docs/migrating.md")]
 pub mod migrating {}
 mod error;
@@ -117,6 +118,7 @@ pub use context::{
     run_with_context, Context, ContextProvider, FnContextProvider, Operation, TaskContextProvider,
 };
 pub use deadline::Deadline;
+pub use encryption::Encryption;
 pub use error::{AuthFailure, Error, ErrorKind, OAuthError};
 pub use events::Event;
 pub use policy::{parse_duration, ExpiryRule, Freshness, RefreshPolicy, StandardPolicy};

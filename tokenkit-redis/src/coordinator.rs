@@ -12,8 +12,9 @@ use tokenkit_core::{Coordinator, Error, InProcessCoordinator, SessionKey, TokenR
 use tokenkit_core::{Lease, Role};
 
 use crate::connection::{redis_error, Outage, RedisConnection, WhenUnavailable};
-use crate::encryption::{AtRest, Encryption};
+use crate::encryption::AtRest;
 use crate::keys::Keys;
+use tokenkit_core::Encryption;
 
 /// The key prefix unless configured otherwise.
 pub const DEFAULT_PREFIX: &str = "tokenkit";

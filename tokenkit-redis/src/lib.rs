@@ -50,6 +50,6 @@ pub use connection::{
     RedisConnection, WhenUnavailable, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };
 pub use coordinator::{RedisCoordinator, DEFAULT_PREFIX, FIRST_POLL_INTERVAL, MAX_POLL_INTERVAL};
-pub use encryption::Encryption;
 pub use session_store::{RedisSessionStore, DEFAULT_SESSION_COOKIE, LOCAL_COPIES};
 pub use token_slot::RedisTokenSlot;
+pub use tokenkit_core::Encryption;

@@ -14,8 +14,9 @@ use tokenkit_core::{Context, Error, ErrorKind, SessionId, StoreScope, TokenRecor
 
 use crate::connection::{redis_error, Outage, RedisConnection, WhenUnavailable};
 use crate::coordinator::{millis, DEFAULT_PREFIX};
-use crate::encryption::{AtRest, Encryption};
+use crate::encryption::AtRest;
 use crate::keys::hex;
+use tokenkit_core::Encryption;
 
 /// The session id cookie's name by default: the `__Host-` prefix makes browsers refuse it
 /// unless it is `Secure`, host-only and on `/`.

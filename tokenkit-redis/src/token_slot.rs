@@ -12,9 +12,10 @@ use tokenkit_core::{Context, Error, ErrorKind, StoreScope, TokenRecord, TokenSto
 use crate::connection::{redis_error, RedisConnection};
 use crate::connection::{Outage, WhenUnavailable};
 use crate::coordinator::{millis, DEFAULT_PREFIX};
-use crate::encryption::{AtRest, Encryption};
+use crate::encryption::AtRest;
 use crate::keys::hex;
 use crate::session_store::fingerprint;
+use tokenkit_core::Encryption;
 
 /// Writes the shared record unless another replica replaced the one the writer read. A
 /// missing record (expired, or Redis restarted empty) protects nothing: the write goes in.

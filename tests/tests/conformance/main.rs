@@ -84,6 +84,7 @@ conformance!(
     login_failures_are_typed,
     refresh_propagates_headers_data_and_params,
     refresh_without_a_new_refresh_token_and_refresh_token_only_sessions,
+    the_session_payload_outlives_the_login_and_a_refresh_without_one,
     logout_always_clears_and_clear_calls_nothing,
     sessions_in_a_session_backend,
     login_and_logout_timeouts,

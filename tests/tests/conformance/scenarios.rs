@@ -219,7 +219,11 @@ pub(crate) async fn session_login_refresh_logout<A: Adapter>() {
     let client = w.session_client::<A>();
     let browser = Browser::new();
     login(&client, &browser, "alice", "wonderland").await;
-    assert_eq!(browser.snapshot().len(), 5, "five cookies");
+    assert_eq!(
+        browser.snapshot().len(),
+        6,
+        "the five token cookies and the session payload"
+    );
     assert_eq!(user_of(&client, &browser).await.unwrap(), "alice");
     let before = browser.cookie("refresh_token");
     w.clock.advance(Duration::from_secs(3600));

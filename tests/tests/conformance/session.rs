@@ -110,6 +110,34 @@ pub(crate) async fn refresh_propagates_headers_data_and_params<A: Adapter>() {
     assert_ne!(browser.cookie("refresh_token"), old_refresh);
 }
 
+/// The session knows its user on every request: the login's user object is kept with the
+/// session, and a refresh whose response has none keeps it.
+pub(crate) async fn the_session_payload_outlives_the_login_and_a_refresh_without_one<A: Adapter>() {
+    let w = world();
+    w.server.omit_user_on_refresh(true);
+    let client = w.session_client::<A>();
+    let browser = Browser::new();
+    login(&client, &browser, "alice", "wonderland").await;
+    let name = |record: Option<Arc<tokenkit_core::TokenRecord>>| {
+        record.and_then(|r| r.payload.as_ref()?["name"].as_str().map(str::to_owned))
+    };
+    let (session, _) = browser.visit(client.session()).await;
+    assert_eq!(
+        name(session.unwrap()).as_deref(),
+        Some("alice"),
+        "a later request"
+    );
+    w.clock.advance(Duration::from_secs(3600));
+    assert_eq!(user_of(&client, &browser).await.unwrap(), "alice");
+    assert_eq!(w.server.count("/auth/refresh"), 1);
+    let (session, _) = browser.visit(client.session()).await;
+    assert_eq!(
+        name(session.unwrap()).as_deref(),
+        Some("alice"),
+        "after the refresh"
+    );
+}
+
 pub(crate) async fn refresh_without_a_new_refresh_token_and_refresh_token_only_sessions<A: Adapter>() {
     let w = world();
     w.server.omit_refresh_token_on_refresh(true);

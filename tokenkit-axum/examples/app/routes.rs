@@ -53,9 +53,16 @@ async fn home(State(client): State<Client>, session: Session) -> Response {
     match client.get("/api/me").send::<Value>().await {
         Ok(me) => page(&format!(
             "<h1 id=\"hello\">Hello, {}</h1><p id=\"token\">Upstream data served with token #{}</p>\
+             <p id=\"session-user\">The session says you are {}.</p>\
              <form method=\"post\" action=\"/logout\"><button id=\"logout\" type=\"submit\">Sign out</button></form>",
             me.data["user"].as_str().unwrap_or("?"),
-            me.data["token_id"]
+            me.data["token_id"],
+            // The session's payload (the login's user object), on every request.
+            session
+                .payload
+                .as_ref()
+                .and_then(|user| user["name"].as_str())
+                .unwrap_or("?"),
         ))
         .into_response(),
         // The session ended (rejected, not refreshable): its cookies are being expired.

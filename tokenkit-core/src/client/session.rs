@@ -273,9 +273,11 @@ impl Client {
     }
 
     /// Logs out: POSTs to the logout endpoint (when configured) with the access token in the
-    /// auth header and no body (the refresh token in a body with
-    /// [`EndpointConfig::logout_with_refresh_token`]) — or, in OAuth mode, revokes them at the revocation endpoint (RFC 7009) — then clears the session,
-    /// even when that call fails, in which case its error is returned after clearing.
+    /// auth header and no body (the refresh token goes in a body with
+    /// [`EndpointConfig::logout_with_refresh_token`](crate::EndpointConfig::logout_with_refresh_token))
+    /// — or, in OAuth mode, revokes the tokens at the revocation endpoint (RFC 7009) — then
+    /// clears the session, even when that call fails, in which case its error is returned
+    /// after clearing.
     pub async fn logout(&self) -> Result<(), Error> {
         let auth = self.auth()?;
         if let Some(oauth) = &auth.oauth {

@@ -342,6 +342,10 @@ impl Refresh {
         {
             record.refresh_token = stored.as_ref().and_then(|s| s.refresh_token.clone());
         }
+        // A response without a payload (user, claims) keeps the session's.
+        if record.payload.is_none() {
+            record.payload = stored.as_ref().and_then(|s| s.payload.clone());
+        }
         let record = Arc::new(record);
         match core.store.save(ctx, Arc::clone(&record), stored.as_deref()).await {
             Ok(()) => {}

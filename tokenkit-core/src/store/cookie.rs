@@ -8,6 +8,7 @@ use cookie::{Cookie, SameSite};
 
 use super::{StoreScope, TokenStore};
 use crate::context::{no_context, Context};
+use crate::encryption::Encryption;
 use crate::error::{Error, ErrorKind};
 use crate::token::{jwt_claims, AccessToken, RefreshToken, TokenRecord};
 use std::sync::Arc;
@@ -27,6 +28,9 @@ pub struct CookieConfig {
     pub domain: Option<String>,
     /// The `Path` attribute (default `/`).
     pub path: String,
+    /// Seals the session into one encrypted, authenticated cookie (see
+    /// [`encrypted`](Self::encrypted)); `None` (the default) keeps the tokens in plain cookies.
+    pub encryption: Option<Encryption>,
 }
 
 impl Default for CookieConfig {
@@ -37,6 +41,7 @@ impl Default for CookieConfig {
             same_site: SameSite::Lax,
             domain: None,
             path: "/".to_owned(),
+            encryption: None,
         }
     }
 }
@@ -73,6 +78,18 @@ impl CookieConfig {
     /// Sets `Path`.
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into();
+        self
+    }
+
+    /// Keeps the session in one cookie, [`SEALED_COOKIE`](crate::defaults::SEALED_COOKIE)
+    /// (prefixed), holding the whole record — tokens, times, type and payload — encrypted and
+    /// authenticated with `keys` and bound to the cookie's name. The browser (and anyone who
+    /// copies the cookie out of it) cannot read the tokens; a cookie changed in any way reads
+    /// as no session (logged), never as an error page. Keys rotate: the current key seals,
+    /// older keys listed with [`Encryption::with_old_key`] still open. Plain token cookies
+    /// are ignored while encryption is on (and removed by the next save or clear).
+    pub fn encrypted(mut self, keys: Encryption) -> Self {
+        self.encryption = Some(keys);
         self
     }
 
@@ -161,13 +178,22 @@ impl CookieConfig {
 ///
 /// Reading never changes the cookies. A tampered or unreadable cookie is treated as absent
 /// (with a log line): a record left with only a refresh token is refreshed; with no token at
-/// all, the user is logged out. The session payload is not stored; it is recovered from the
-/// access token's JWT claims when there are any.
+/// all, the user is logged out.
+///
+/// The session payload (a login response's user object, or claims) is kept with the session:
+/// in plain cookies, as the base64url of its JSON in
+/// [`PAYLOAD_COOKIE`](crate::defaults::PAYLOAD_COOKIE) — unless it is the access token's own
+/// JWT claims, which are read back from the token. Plain cookies are HttpOnly (no script
+/// reads them) but the browser's user can change them: rely on the payload (or the claims)
+/// only with [`CookieConfig::encrypted`], or verify them.
 #[derive(Debug, Clone)]
 pub struct CookieStore {
     config: CookieConfig,
-    /// The full names of [`COOKIE_NAMES`](crate::defaults::COOKIE_NAMES), computed once.
-    names: [String; 5],
+    /// The full names of [`COOKIE_NAMES`](crate::defaults::COOKIE_NAMES) then
+    /// [`PAYLOAD_COOKIE`](crate::defaults::PAYLOAD_COOKIE), computed once.
+    names: [String; 6],
+    /// The full name of [`SEALED_COOKIE`](crate::defaults::SEALED_COOKIE).
+    sealed: String,
     /// Tells this store's records apart from other stores' in a context's record cache
     /// (clones, with the same configuration, share it).
     id: u64,
@@ -182,10 +208,17 @@ impl Default for CookieStore {
 impl CookieStore {
     /// A store writing cookies as `config` says.
     pub fn new(config: CookieConfig) -> Self {
-        let names = crate::defaults::COOKIE_NAMES.map(|base| config.name(base));
+        let [a, b, c, d, e] = crate::defaults::COOKIE_NAMES;
+        let names = [a, b, c, d, e, crate::defaults::PAYLOAD_COOKIE].map(|base| config.name(base));
+        let sealed = config.name(crate::defaults::SEALED_COOKIE);
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self { config, names, id }
+        Self {
+            config,
+            names,
+            sealed,
+            id,
+        }
     }
 
     /// The configuration.
@@ -199,8 +232,11 @@ impl CookieStore {
     }
 
     fn read_record(&self, ctx: &Context) -> Option<Arc<TokenRecord>> {
-        // All five cookies in one pass over the request's header (in `COOKIE_NAMES` order).
-        let [access, refresh, expires_at, obtained_at, token_type] = ctx
+        if let Some(keys) = &self.config.encryption {
+            return self.read_sealed(ctx, keys);
+        }
+        // All six cookies in one pass over the request's header (in `names` order).
+        let [access, refresh, expires_at, obtained_at, token_type, payload] = ctx
             .cookie_values(self.names.each_ref().map(String::as_str))
             .map(|v| v.filter(|v| !v.is_empty()));
         let refresh = refresh.filter(|t| {
@@ -229,9 +265,13 @@ impl CookieStore {
         if access.is_none() && refresh.is_none() {
             return None;
         }
+        let payload = match payload {
+            Some(text) => decode_payload(&text),
+            None => access.as_deref().and_then(jwt_claims),
+        };
         // Built in place: the record is moved once, into its `Arc`.
         Some(Arc::new(TokenRecord {
-            payload: access.as_deref().and_then(jwt_claims),
+            payload,
             access_token: access.map(|t| AccessToken::new(t.into_owned())),
             refresh_token: refresh.map(|t| RefreshToken::new(t.into_owned())),
             token_type: token_type.filter(|t| valid_token(t)).map(Cow::into_owned),
@@ -242,6 +282,100 @@ impl CookieStore {
             cache: Default::default(),
         }))
     }
+}
+
+impl CookieStore {
+    /// The record sealed in the one cookie of an encrypted store; `None` (logged) when it is
+    /// absent, does not open, or does not decode.
+    fn read_sealed(&self, ctx: &Context, keys: &Encryption) -> Option<Arc<TokenRecord>> {
+        let sealed = ctx.cookie_value(&self.sealed).filter(|v| !v.is_empty())?;
+        let record = keys
+            .open(&self.sealed, &sealed)
+            .and_then(|json| TokenRecord::decode(&json))
+            .filter(|record| record.validate().is_ok());
+        if record.is_none() {
+            tracing::warn!(
+                "ignoring a session cookie that does not open (tampered, or sealed with an unknown key)"
+            );
+        }
+        record.map(Arc::new)
+    }
+
+    /// The cookies that hold `record`: the sealed one, or the plain ones (`None`: removed).
+    fn cookies_of(&self, record: &TokenRecord) -> Result<Vec<(&'static str, Option<String>)>, Error> {
+        if let Some(keys) = &self.config.encryption {
+            let sealed = keys.seal(&self.sealed, &record.encode()?)?;
+            return Ok(vec![(crate::defaults::SEALED_COOKIE, Some(sealed))]);
+        }
+        // The payload is written unless the access token's claims give it back.
+        let derived = record.access_token.as_ref().and_then(|t| jwt_claims(t.secret()));
+        let payload = record
+            .payload
+            .as_ref()
+            .filter(|payload| derived.as_ref() != Some(*payload))
+            .map(encode_payload)
+            .transpose()?;
+        Ok(vec![
+            (
+                "access_token",
+                record.access_token.as_ref().map(|t| t.secret().to_owned()),
+            ),
+            (
+                "refresh_token",
+                record.refresh_token.as_ref().map(|t| t.secret().to_owned()),
+            ),
+            (
+                "access_expires_at",
+                record.expires_at.map(|at| unix_secs(at).to_string()),
+            ),
+            ("last_refresh_at", Some(unix_secs(record.obtained_at).to_string())),
+            ("token_type", record.token_type.clone()),
+            (crate::defaults::PAYLOAD_COOKIE, payload),
+        ])
+    }
+
+    /// Removes the cookies of the layout not in use (plain or sealed) that the browser holds:
+    /// turning encryption on or off leaves nothing behind.
+    fn remove_other_layout(&self, ctx: &Context) {
+        let [a, b, c, d, e] = crate::defaults::COOKIE_NAMES;
+        let plain = [a, b, c, d, e, crate::defaults::PAYLOAD_COOKIE];
+        let other: &[&str] = if self.config.encryption.is_some() {
+            &plain
+        } else {
+            &[crate::defaults::SEALED_COOKIE]
+        };
+        for base in other {
+            let removal = self.config.removal(base);
+            if ctx.cookie(removal.name()).is_some() {
+                ctx.remove_cookie(removal);
+            }
+        }
+    }
+}
+
+/// The payload as a cookie value: the base64url of its JSON.
+fn encode_payload(payload: &serde_json::Value) -> Result<String, Error> {
+    use base64::Engine;
+    let json = serde_json::to_vec(payload).map_err(|e| {
+        Error::new(
+            ErrorKind::Store,
+            format!("could not encode the session payload: {e}"),
+        )
+    })?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+}
+
+/// The payload a cookie holds; `None` (logged) when it does not decode.
+fn decode_payload(text: &str) -> Option<serde_json::Value> {
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok());
+    if payload.is_none() {
+        tracing::warn!("ignoring a malformed session-payload cookie");
+    }
+    payload
 }
 
 /// A time cookie (Unix seconds): `Ok(None)` when absent, `Err` when malformed.
@@ -287,26 +421,14 @@ impl TokenStore for CookieStore {
         let max_age = record
             .refresh_lifetime()
             .unwrap_or(crate::defaults::COOKIE_MAX_AGE);
-        let mut cookies = Vec::with_capacity(5);
+        let mut cookies = Vec::with_capacity(6);
         let mut removals = Vec::new();
-        let mut put = |base: &str, value: Option<String>| match value {
-            Some(value) => cookies.push(self.config.build(base, value, max_age)),
-            None => removals.push(self.config.removal(base)),
-        };
-        put(
-            "access_token",
-            record.access_token.as_ref().map(|t| t.secret().to_owned()),
-        );
-        put(
-            "refresh_token",
-            record.refresh_token.as_ref().map(|t| t.secret().to_owned()),
-        );
-        put(
-            "access_expires_at",
-            record.expires_at.map(|at| unix_secs(at).to_string()),
-        );
-        put("last_refresh_at", Some(unix_secs(record.obtained_at).to_string()));
-        put("token_type", record.token_type.clone());
+        for (base, value) in self.cookies_of(&record)? {
+            match value {
+                Some(value) => cookies.push(self.config.build(base, value, max_age)),
+                None => removals.push(self.config.removal(base)),
+            }
+        }
         // Check every size before writing any, so a failed save changes nothing.
         for cookie in &cookies {
             let size = cookie.encoded().to_string().len();
@@ -331,14 +453,23 @@ impl TokenStore for CookieStore {
                 ctx.remove_cookie(removal);
             }
         }
+        self.remove_other_layout(ctx);
         Ok(())
     }
 
     async fn clear(&self, ctx: Option<&Context>) -> Result<(), Error> {
         let ctx = ctx.ok_or_else(no_context)?;
-        for base in crate::defaults::COOKIE_NAMES {
-            ctx.remove_cookie(self.config.removal(base));
+        if self.config.encryption.is_some() {
+            ctx.remove_cookie(self.config.removal(crate::defaults::SEALED_COOKIE));
+        } else {
+            for base in crate::defaults::COOKIE_NAMES {
+                ctx.remove_cookie(self.config.removal(base));
+            }
+            if ctx.cookie(&self.names[5]).is_some() {
+                ctx.remove_cookie(self.config.removal(crate::defaults::PAYLOAD_COOKIE));
+            }
         }
+        self.remove_other_layout(ctx);
         Ok(())
     }
 
@@ -568,6 +699,172 @@ mod tests {
         ] {
             CookieStore::new(config.clone()).check().unwrap();
         }
+    }
+
+    fn with_user(record: TokenRecord) -> TokenRecord {
+        record.with_payload(serde_json::json!({"name": "alice", "roles": ["reader"]}))
+    }
+
+    /// Names and values of the cookies a context would set.
+    fn set_cookies(ctx: &Context) -> Vec<(String, String)> {
+        ctx.cookie_delta()
+            .iter()
+            .map(|c| (c.name().to_owned(), c.value().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_payload_is_kept_with_a_plain_session() {
+        let store = CookieStore::default();
+        let ctx = Context::new();
+        block_on(store.save(Some(&ctx), Arc::new(with_user(record())), None)).unwrap();
+        let set = set_cookies(&ctx);
+        let payload = &set.iter().find(|(n, _)| n == "session_payload").unwrap().1;
+        assert!(!payload.contains("alice"), "encoded, compactly: {payload}");
+        let back = block_on(store.load(Some(&browser_echo(&ctx)))).unwrap().unwrap();
+        assert_eq!(back.payload, with_user(record()).payload);
+        // A damaged payload cookie loses the payload, not the session.
+        let damaged = Context::from_cookie_header("access_token=a; session_payload=!!!");
+        let back = block_on(store.load(Some(&damaged))).unwrap().unwrap();
+        assert!(back.payload.is_none() && back.access_token.is_some());
+    }
+
+    #[test]
+    fn claims_of_the_access_token_are_not_written_twice() {
+        // {"alg":"none"} . {"sub":"u1"} . sig
+        let jwt = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1MSJ9.c2ln";
+        let claims = crate::token::jwt_claims(jwt).unwrap();
+        let record = TokenRecord::new(AccessToken::new(jwt), at(1_000)).with_payload(claims.clone());
+        let store = CookieStore::default();
+        let ctx = Context::new();
+        block_on(store.save(Some(&ctx), Arc::new(record), None)).unwrap();
+        assert!(set_cookies(&ctx).iter().all(|(n, _)| n != "session_payload"));
+        let back = block_on(store.load(Some(&browser_echo(&ctx)))).unwrap().unwrap();
+        assert_eq!(back.payload, Some(claims));
+    }
+
+    fn keys(id: &str, key: u8) -> Encryption {
+        Encryption::new(id, [key; 32]).unwrap()
+    }
+
+    #[test]
+    fn an_encrypted_session_is_one_sealed_cookie() {
+        let store = CookieStore::new(CookieConfig::new().prefix("__Host-").encrypted(keys("k1", 1)));
+        store.check().unwrap();
+        let ctx = Context::new();
+        let written = with_user(record());
+        block_on(store.save(Some(&ctx), Arc::new(written.clone()), None)).unwrap();
+        let set = set_cookies(&ctx);
+        assert_eq!(set.len(), 1, "{set:?}");
+        let (name, value) = &set[0];
+        assert_eq!(name, "__Host-session");
+        for secret in ["acc.tok", "ref;tok", "alice", "Bearer"] {
+            assert!(!value.contains(secret), "{secret} is sealed");
+        }
+        let back = block_on(store.load(Some(&browser_echo(&ctx)))).unwrap().unwrap();
+        assert!(back.same_tokens(&written));
+        assert_eq!(back.payload, written.payload);
+        assert_eq!(back.expires_at, written.expires_at);
+        assert_eq!(back.token_type, written.token_type);
+        assert_eq!(back.obtained_at, written.obtained_at);
+    }
+
+    #[test]
+    fn sealed_cookies_need_the_key_rotate_and_refuse_tampering() {
+        let old = CookieStore::new(CookieConfig::new().encrypted(keys("k1", 1)));
+        let ctx = Context::new();
+        block_on(old.save(Some(&ctx), Arc::new(record()), None)).unwrap();
+        let sealed = set_cookies(&ctx).remove(0).1;
+        let load = |store: &CookieStore, header: &str| {
+            block_on(store.load(Some(&Context::from_cookie_header(header)))).unwrap()
+        };
+        let header = format!("session={sealed}");
+        assert!(load(&old, &header).is_some());
+        // Without the key: nothing to read, whatever the store.
+        assert!(load(
+            &CookieStore::new(CookieConfig::new().encrypted(keys("k1", 9))),
+            &header
+        )
+        .is_none());
+        assert!(load(
+            &CookieStore::new(CookieConfig::new().encrypted(keys("k2", 2))),
+            &header
+        )
+        .is_none());
+        assert!(load(&CookieStore::default(), &header).is_none());
+        // Rotation: the new key reads the old key's cookies and writes its own.
+        let rotated = CookieStore::new(
+            CookieConfig::new().encrypted(keys("k2", 2).with_old_key("k1", [1; 32]).unwrap()),
+        );
+        assert!(load(&rotated, &header).unwrap().same_tokens(&record()));
+        let ctx = Context::new();
+        block_on(rotated.save(Some(&ctx), Arc::new(record()), None)).unwrap();
+        assert!(set_cookies(&ctx)[0].1.starts_with("tk1.k2."));
+        // Bound to its name: under another cookie name it does not open.
+        let moved = CookieStore::new(CookieConfig::new().prefix("app").encrypted(keys("k1", 1)));
+        assert!(load(&moved, &format!("app_session={sealed}")).is_none());
+        // Changed in any way: no session, no error.
+        let mut flipped = sealed.clone().into_bytes();
+        let at = flipped.len() / 2;
+        flipped[at] = if flipped[at] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        for bad in [
+            flipped.as_str(),
+            "tk1.k1.",
+            "tk1.k1.AAAA",
+            "x",
+            "%FF",
+            &sealed[..sealed.len() - 4],
+        ] {
+            assert!(load(&old, &format!("session={bad}")).is_none(), "{bad:?}");
+        }
+        // Plain token cookies mean nothing to an encrypted store.
+        assert!(load(&old, "access_token=forged; refresh_token=forged").is_none());
+    }
+
+    #[test]
+    fn switching_layouts_leaves_no_cookie_behind() {
+        let plain = CookieStore::default();
+        let sealed = CookieStore::new(CookieConfig::new().encrypted(keys("k1", 1)));
+        // A browser with a plain session signs in again under encryption.
+        let ctx = Context::new();
+        block_on(plain.save(Some(&ctx), Arc::new(with_user(record())), None)).unwrap();
+        let browser = browser_echo(&ctx);
+        block_on(sealed.save(Some(&browser), Arc::new(record()), None)).unwrap();
+        let delta = browser.cookie_delta();
+        let removed: Vec<_> = delta
+            .iter()
+            .filter(|c| c.max_age() == Some(cookie::time::Duration::ZERO))
+            .map(|c| c.name().to_owned())
+            .collect();
+        assert_eq!(
+            removed.len(),
+            6,
+            "the five token cookies and the payload: {removed:?}"
+        );
+        assert!(delta
+            .iter()
+            .any(|c| c.name() == "session" && !c.value().is_empty()));
+        // And back: clearing the sealed session from a plain store removes it too.
+        let back = browser_echo(&browser);
+        block_on(plain.clear(Some(&back))).unwrap();
+        assert!(back
+            .cookie_delta()
+            .iter()
+            .any(|c| c.name() == "session" && c.value().is_empty()));
+    }
+
+    #[test]
+    fn a_sealed_session_over_the_cookie_limit_is_refused() {
+        let store = CookieStore::new(CookieConfig::new().encrypted(keys("k1", 1)));
+        let big = record().with_payload(serde_json::json!({"groups": "g".repeat(5_000)}));
+        let ctx = Context::new();
+        let err = block_on(store.save(Some(&ctx), Arc::new(big), None)).unwrap_err();
+        assert!(
+            err.message().contains("4096") && err.message().contains("SessionStore"),
+            "{err}"
+        );
+        assert!(ctx.cookie_delta().is_empty(), "nothing written");
     }
 
     #[test]
