@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use tokenkit_core::cookie::SameSite;
 use tokenkit_core::testing::ManualClock;
 use tokenkit_core::{
-    run_with_context, AuthFailure, Client, ClientBuilder, CookieConfig, CookieStore, EndpointConfig,
-    ErrorKind, LoginOptions, RefreshOptions, StandardPolicy,
+    run_with_context, AccessToken, AuthFailure, Client, ClientBuilder, CookieConfig, CookieStore,
+    EndpointConfig, ErrorKind, LoginOptions, RefreshOptions, RefreshToken, StandardPolicy, TokenRecord,
 };
 use tokenkit_tests::{AuthServer, Browser, Fault, Recorder};
 
@@ -564,4 +564,45 @@ async fn the_grace_table_empties_by_itself_after_the_window() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(client.rotation_stats().unwrap().grace_entries, 0);
+}
+
+/// Tokens obtained elsewhere (here: straight from the auth server, outside tokenkit) are put
+/// into the session, then injected and rotated like a login's; a record a header cannot carry
+/// is refused and changes nothing.
+#[tokio::test]
+async fn tokens_obtained_elsewhere_join_the_session() {
+    let s = setup().await;
+    let client = s.client();
+    let body: Value = reqwest::Client::new()
+        .post(format!("{}/auth/login", s.server.url()))
+        .json(&creds(ALICE))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let now = tokenkit_core::Clock::now(&s.clock);
+    let record = TokenRecord::new(AccessToken::new(body["access_token"].as_str().unwrap()), now)
+        .with_refresh_token(RefreshToken::new(body["refresh_token"].as_str().unwrap()))
+        .with_expires_in(Duration::from_secs(body["expires_in"].as_u64().unwrap()))
+        .unwrap()
+        .with_payload(json!({"name": "alice"}));
+    let browser = Browser::new();
+    let (stored, _) = browser.visit(client.set_session(record)).await;
+    assert!(stored.unwrap().payload.is_some());
+    assert_eq!(get_user(&client, &browser).await.unwrap(), "alice");
+    assert_eq!(s.server.count("/auth/login"), 1, "no login through tokenkit");
+
+    // Rotated like any session.
+    s.expire();
+    assert_eq!(get_user(&client, &browser).await.unwrap(), "alice");
+    assert_eq!(s.refreshes(), 1);
+
+    // A record a header cannot carry is refused; the session is unchanged.
+    let bad = TokenRecord::new(AccessToken::new("bad\r\ntoken"), now);
+    let (result, ctx) = browser.visit(client.set_session(bad)).await;
+    assert_eq!(result.unwrap_err().kind(), tokenkit_core::ErrorKind::InvalidToken);
+    assert!(ctx.cookie_delta().is_empty());
+    assert_eq!(get_user(&client, &browser).await.unwrap(), "alice");
 }

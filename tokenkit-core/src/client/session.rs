@@ -344,6 +344,34 @@ impl Client {
         remote
     }
 
+    /// Puts tokens obtained elsewhere (your own sign-in flow, a token exchange…) into the
+    /// current session, replacing what it held; from then on they are injected and rotated
+    /// like a login's. The record is checked first (at least one token, nothing a header
+    /// cannot carry); no event fires and no endpoint is called. Returns the stored record.
+    ///
+    /// ```no_run
+    /// # async fn f(client: tokenkit_core::Client) -> Result<(), tokenkit_core::Error> {
+    /// use std::time::{Duration, SystemTime};
+    /// use tokenkit_core::{AccessToken, RefreshToken, TokenRecord};
+    /// let record = TokenRecord::new(AccessToken::new("eyJ…"), SystemTime::now())
+    ///     .with_refresh_token(RefreshToken::new("8xLOxBtZp8"))
+    ///     .with_expires_in(Duration::from_secs(3600))?;
+    /// client.set_session(record).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_session(&self, record: TokenRecord) -> Result<Arc<TokenRecord>, Error> {
+        let auth = self.auth()?;
+        record.validate()?;
+        let ctx = self.current_context();
+        let store = auth.manager.store();
+        let current = store.load(ctx.as_ref()).await?;
+        let record = Arc::new(record);
+        store
+            .save(ctx.as_ref(), Arc::clone(&record), current.as_deref())
+            .await?;
+        Ok(record)
+    }
+
     /// Clears the current session without calling the logout endpoint.
     pub async fn clear(&self) -> Result<(), Error> {
         let auth = self.auth()?;
