@@ -10,7 +10,7 @@ pub mod redis;
 pub mod replica;
 pub mod server;
 
-pub use server::{AuthServer, Fault, LoggedRequest, ResourceMode, USERS};
+pub use server::{AuthServer, DiscoveryDoc, Fault, LoggedRequest, ResourceMode, USERS};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -109,6 +109,8 @@ pub(crate) struct State_ {
     pub(crate) oauth_token_type: Mutex<String>,
     pub(crate) oauth_omit_expires_in: Mutex<bool>,
     pub(crate) echo_secrets: Mutex<bool>,
+    /// What the discovery documents say (see [`AuthServer::set_discovery`]).
+    pub(crate) discovery: Mutex<DiscoveryDoc>,
     pub(crate) issued: Mutex<HashMap<String, Issued>>,
     pub(crate) log: Mutex<Vec<LoggedRequest>>,
     pub(crate) next_id: AtomicU64,
@@ -191,6 +193,7 @@ impl AuthServer {
             oauth_token_type: Mutex::new("Bearer".to_owned()),
             oauth_omit_expires_in: Mutex::new(false),
             echo_secrets: Mutex::new(false),
+            discovery: Mutex::new(DiscoveryDoc::default()),
             issued: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -294,6 +297,11 @@ impl AuthServer {
         *lock(&self.state.omit_user_on_refresh) = omit;
     }
 
+    /// Changes what the discovery documents say.
+    pub fn set_discovery(&self, doc: DiscoveryDoc) {
+        *lock(&self.state.discovery) = doc;
+    }
+
     /// The `token_type` the OAuth endpoint reports (default `Bearer`).
     pub fn set_oauth_token_type(&self, token_type: &str) {
         *lock(&self.state.oauth_token_type) = token_type.to_owned();
@@ -392,6 +400,14 @@ fn serve(listener: tokio::net::TcpListener, state: Arc<State_>) -> tokio::task::
         .route("/form-auth/logout", post(logout))
         .route("/oauth2/token", post(crate::oauth::token_endpoint))
         .route("/oauth2/revoke", post(crate::oauth::revocation_endpoint))
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(openid_configuration),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server/{*issuer_path}",
+            axum::routing::get(authorization_server_metadata),
+        )
         .route("/api/{*rest}", any(resource))
         .route("/public/{*rest}", any(public))
         .route("/redirect/{status}", any(redirect))
@@ -757,4 +773,72 @@ async fn redirect(axum::extract::Path(status): axum::extract::Path<u16>, uri: Ur
 
 async fn public(headers: HeaderMap) -> Response {
     Json(json!({"authorization_present": headers.contains_key("authorization")})).into_response()
+}
+
+/// What the test server's discovery documents say: OpenID Connect's at
+/// `/.well-known/openid-configuration` (issuer: the server's URL) and RFC 8414's at
+/// `/.well-known/oauth-authorization-server/tenants/<name>` (issuer: the server's URL and
+/// `/tenants/<name>`).
+/// Endpoints are the server's `/oauth2/token` and `/oauth2/revoke`.
+#[derive(Debug, Clone, Default)]
+pub struct DiscoveryDoc {
+    /// The issuer the document names instead of the right one.
+    pub wrong_issuer: Option<String>,
+    /// `token_endpoint_auth_methods_supported` (absent when empty).
+    pub auth_methods: Vec<String>,
+    /// Leaves `revocation_endpoint` out.
+    pub no_revocation: bool,
+    /// The token endpoint the document names instead of the server's.
+    pub token_endpoint: Option<String>,
+}
+
+impl DiscoveryDoc {
+    /// The defaults: the right issuer, both endpoints, no auth methods listed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn discovery_document(state: &State_, headers: &HeaderMap, issuer_path: &str) -> Response {
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let origin = format!("http://{host}");
+    let doc = lock(&state.discovery).clone();
+    let issuer = doc
+        .wrong_issuer
+        .clone()
+        .unwrap_or_else(|| format!("{origin}{issuer_path}"));
+    let mut body = json!({
+        "issuer": issuer,
+        "token_endpoint": doc.token_endpoint.clone().unwrap_or_else(|| format!("{origin}/oauth2/token")),
+        "authorization_endpoint": format!("{origin}/authorize"),
+        "jwks_uri": format!("{origin}/jwks"),
+        "response_types_supported": ["code"],
+        "x-extension": {"anything": true},
+    });
+    if !doc.no_revocation {
+        body["revocation_endpoint"] = json!(format!("{origin}/oauth2/revoke"));
+    }
+    if !doc.auth_methods.is_empty() {
+        body["token_endpoint_auth_methods_supported"] = json!(doc.auth_methods);
+    }
+    Json(body).into_response()
+}
+
+async fn openid_configuration(State(state): State<Arc<State_>>, headers: HeaderMap) -> Response {
+    discovery_document(&state, &headers, "")
+}
+
+async fn authorization_server_metadata(
+    State(state): State<Arc<State_>>,
+    axum::extract::Path(issuer_path): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    // Issuers with a path live under /tenants/ (anything else has no document).
+    if !issuer_path.starts_with("tenants/") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    discovery_document(&state, &headers, &format!("/{issuer_path}"))
 }

@@ -117,6 +117,9 @@ pub const REFRESH_EXPIRES_IN_FIELDS: &[&str] = &[
     "refresh_token_expires_in",
 ];
 
+/// How long a provider's discovered metadata is used before it is fetched again.
+pub const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+
 // Cookies
 
 /// The largest cookie browsers are required to keep; larger ones are refused with an error.

@@ -124,6 +124,7 @@ pub use events::Event;
 pub use policy::{parse_duration, ExpiryRule, Freshness, RefreshPolicy, StandardPolicy};
 pub use rotation::{Coordinator, InProcessCoordinator, Lease, Role, RotationStats, SessionKey, SessionKind};
 pub use runtime::{BoxFuture, Clock, Runtime, Sleep, Spawn, SpawnError, SystemClock, Timeout};
+pub use source::discovery::{Discovery, ProviderMetadata};
 pub use source::{
     AuthContentType, ClientAuth, ClientSecret, EndpointConfig, FetchReason, FetchRequest, FieldMapping,
     OAuth2Config, ProvidedToken, TokenSource,

@@ -21,6 +21,7 @@ use crate::redact::{is_sensitive_header, RedactedHeaders};
 use crate::rotation::manager::{Manager, Parts};
 use crate::rotation::Coordinator;
 use crate::runtime::{Clock, Runtime};
+use crate::source::discovery::Discovery;
 use crate::source::endpoint::EndpointSource;
 use crate::source::oauth2::{Grant, OAuth2Config, OAuth2Source};
 use crate::source::{EndpointConfig, ProvidedToken, ProviderSource, TokenSource};
@@ -473,6 +474,7 @@ impl ClientBuilder {
         let per_client = self.mode.is_per_client();
         let mut endpoint = None;
         let mut session_oauth = None;
+        let mut discovered = None;
         let source: Option<Arc<dyn TokenSource>> = match std::mem::replace(&mut self.mode, Mode::None) {
             Mode::None => None,
             Mode::Provider(source) | Mode::Source(source) => Some(source),
@@ -491,13 +493,23 @@ impl ClientBuilder {
                 Some(source)
             }
             Mode::OAuth(config, grant) => {
+                let discovery = match &config.issuer {
+                    Some(issuer) => Some(Arc::new(Discovery::new(
+                        issuer.clone(),
+                        Arc::clone(&transport),
+                        self.runtime.clone(),
+                    )?)),
+                    None => None,
+                };
                 let source = Arc::new(OAuth2Source::new(
                     *config,
                     grant,
                     Arc::clone(&transport),
                     base.clone(),
                     self.runtime.sleep.clone(),
+                    discovery.clone(),
                 ));
+                discovered = discovery;
                 if grant == Grant::RefreshToken {
                     session_oauth = Some(Arc::clone(&source));
                 }
@@ -550,6 +562,7 @@ impl ClientBuilder {
                 interceptors: self.interceptors,
                 retry: self.retry,
                 resolver: self.resolver,
+                discovery: discovered,
             }),
         })
     }

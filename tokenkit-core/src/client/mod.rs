@@ -77,6 +77,8 @@ struct ClientInner {
     interceptors: Interceptors,
     retry: RetryConfig,
     resolver: Option<HeaderResolver>,
+    /// The OAuth provider's metadata, when the client was configured from an issuer.
+    discovery: Option<Arc<crate::Discovery>>,
 }
 
 struct Auth {
@@ -130,6 +132,13 @@ impl Client {
     /// A builder for a client whose requests resolve against `base_url`.
     pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
         ClientBuilder::new(base_url)
+    }
+
+    /// The provider's metadata (cached), when the client's OAuth configuration came from an
+    /// issuer ([`OAuth2Config::from_issuer`](crate::OAuth2Config::from_issuer)): what a
+    /// sign-in flow needs besides the token endpoint (authorization, JWKS, end-session).
+    pub fn discovery(&self) -> Option<&crate::Discovery> {
+        self.inner.discovery.as_deref()
     }
 
     /// The base URL.

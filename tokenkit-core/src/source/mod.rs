@@ -1,5 +1,6 @@
 //! Where tokens come from.
 
+pub(crate) mod discovery;
 pub(crate) mod endpoint;
 pub(crate) mod oauth2;
 pub(crate) mod parse;

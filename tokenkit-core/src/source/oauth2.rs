@@ -17,6 +17,7 @@ use super::parse::{parse_token_response, FieldMapping};
 use super::{FetchRequest, TokenSource};
 use crate::error::{AuthFailure, Error, ErrorKind, OAuthError};
 use crate::runtime::Sleep;
+use crate::source::discovery::Discovery;
 use crate::token::TokenRecord;
 use crate::transport::{send_with_timeout, Transport};
 use crate::urls;
@@ -94,6 +95,12 @@ pub struct OAuth2Config {
     pub attempts: u32,
     /// First delay between attempts, doubling (default 1 s).
     pub retry_delay: Duration,
+    /// The issuer whose discovered metadata gives the endpoints left unset (see
+    /// [`from_issuer`](Self::from_issuer)).
+    pub issuer: Option<String>,
+    /// Whether [`client_auth`](Self::client_auth) was chosen (else, with an issuer, the
+    /// metadata's supported methods choose).
+    pub(crate) client_auth_chosen: bool,
 }
 
 /// The secret prints redacted, and the extra parameters by name only.
@@ -134,7 +141,28 @@ impl OAuth2Config {
             timeout: Duration::from_secs(30),
             attempts: crate::defaults::TOKEN_ENDPOINT_ATTEMPTS,
             retry_delay: crate::defaults::TOKEN_ENDPOINT_RETRY_DELAY,
+            issuer: None,
+            client_auth_chosen: false,
         }
+    }
+
+    /// A client `client_id` of the provider `issuer`: the token and revocation endpoints and
+    /// the client authentication method (`client_secret_basic` unless the provider supports
+    /// only `client_secret_post`) come from its metadata (OpenID Connect Discovery, or RFC
+    /// 8414), fetched on first use through the client's transport, cached for
+    /// [`DISCOVERY_TTL`](crate::defaults::DISCOVERY_TTL) and fetched again after a failed call.
+    /// What you set explicitly wins. The issuer in the metadata must be exactly `issuer`.
+    ///
+    /// ```
+    /// let config = tokenkit_core::OAuth2Config::from_issuer("https://id.example.com/realms/app", "web")
+    ///     .client_secret("s3cr3t")
+    ///     .scope("openid");
+    /// assert_eq!(config.issuer.as_deref(), Some("https://id.example.com/realms/app"));
+    /// ```
+    pub fn from_issuer(issuer: impl Into<String>, client_id: impl Into<String>) -> Self {
+        let mut config = Self::new(String::new(), client_id);
+        config.issuer = Some(issuer.into());
+        config
     }
     /// Sets the client secret.
     pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
@@ -144,6 +172,7 @@ impl OAuth2Config {
     /// Sets the client authentication method.
     pub fn client_auth(mut self, auth: ClientAuth) -> Self {
         self.client_auth = auth;
+        self.client_auth_chosen = true;
         self
     }
     /// Adds a scope.
@@ -219,6 +248,8 @@ pub(crate) struct OAuth2Source {
     transport: Arc<dyn Transport>,
     base: Url,
     sleep: Option<Arc<dyn Sleep>>,
+    /// The provider's metadata, when the config names an issuer.
+    pub(crate) discovery: Option<Arc<Discovery>>,
 }
 
 impl fmt::Debug for OAuth2Source {
@@ -303,6 +334,7 @@ impl OAuth2Source {
         transport: Arc<dyn Transport>,
         base: Url,
         sleep: Option<Arc<dyn Sleep>>,
+        discovery: Option<Arc<Discovery>>,
     ) -> Self {
         Self {
             config,
@@ -310,6 +342,47 @@ impl OAuth2Source {
             transport,
             base,
             sleep,
+            discovery,
+        }
+    }
+
+    /// The token endpoint: configured, or discovered.
+    async fn token_endpoint(&self) -> Result<String, Error> {
+        match &self.discovery {
+            Some(discovery) if self.config.token_url.is_empty() => {
+                Ok(discovery.metadata().await?.require_token_endpoint()?.to_owned())
+            }
+            _ => Ok(self.config.token_url.clone()),
+        }
+    }
+
+    /// The client authentication: as configured, or as the provider supports (Basic unless
+    /// it lists only `client_secret_post`).
+    async fn client_auth(&self) -> Result<ClientAuth, Error> {
+        match &self.discovery {
+            Some(discovery) if !self.config.client_auth_chosen => {
+                let methods = &discovery.metadata().await?.token_endpoint_auth_methods_supported;
+                let has = |m: &str| methods.iter().any(|x| x == m);
+                Ok(if !has("client_secret_basic") && has("client_secret_post") {
+                    ClientAuth::Post
+                } else {
+                    self.config.client_auth
+                })
+            }
+            _ => Ok(self.config.client_auth),
+        }
+    }
+
+    /// A call to a discovered endpoint failed in a way a moved endpoint would explain (no
+    /// answer, 404, 405, 410): the metadata is fetched again next time.
+    async fn after_failure(&self, url_was_discovered: bool, failed: &Result<http::Response<Bytes>, Error>) {
+        let moved = match failed {
+            Err(err) => err.is_transport(),
+            Ok(response) => matches!(response.status().as_u16(), 404 | 405 | 410),
+        };
+        if let (true, true, Some(discovery)) = (url_was_discovered, moved, &self.discovery) {
+            tracing::info!("a discovered endpoint failed; the provider's metadata will be fetched again");
+            discovery.invalidate().await;
         }
     }
 
@@ -327,16 +400,18 @@ impl OAuth2Source {
         fields.extend(self.config.extra_params.iter().cloned());
     }
 
-    /// POSTs a form with client authentication to `url`, retrying 5xx and network errors.
+    /// POSTs a form with client authentication to `url` (`discovered`: from the provider's
+    /// metadata), retrying 5xx and network errors.
     async fn post_form(
         &self,
         what: &str,
         url: &str,
+        discovered: bool,
         mut fields: Vec<(String, String)>,
     ) -> Result<Bytes, Error> {
         let url = urls::resolve(&self.base, url, "")?;
         let mut authorization = None;
-        match (self.config.client_auth, &self.config.client_secret) {
+        match (self.client_auth().await?, &self.config.client_secret) {
             (ClientAuth::Basic, Some(secret)) => {
                 let mut value =
                     HeaderValue::try_from(basic_credentials(&self.config.client_id, secret.secret()))
@@ -382,6 +457,9 @@ impl OAuth2Source {
                 Err(err) => err.is_transport(),
                 Ok(response) => response.status().is_server_error(),
             };
+            if !matches!(&result, Ok(response) if response.status().is_success()) {
+                self.after_failure(discovered, &result).await;
+            }
             if retryable && attempt < self.config.attempts {
                 let delay = self
                     .config
@@ -418,9 +496,9 @@ impl OAuth2Source {
         fields: Vec<(String, String)>,
         now: SystemTime,
     ) -> Result<(TokenRecord, Value), Error> {
-        let bytes = self
-            .post_form("token endpoint", &self.config.token_url.clone(), fields)
-            .await?;
+        let discovered = self.discovery.is_some() && self.config.token_url.is_empty();
+        let url = self.token_endpoint().await?;
+        let bytes = self.post_form("token endpoint", &url, discovered, fields).await?;
         let json: Value = serde_json::from_slice(&bytes).map_err(|_| {
             Error::invalid_token("the token response is not JSON")
                 .with_response(StatusCode::OK, bytes.clone())
@@ -470,8 +548,13 @@ impl OAuth2Source {
     /// Revokes the record's refresh token (and access token when configured). `Ok` when no
     /// revocation endpoint is configured.
     pub(crate) async fn revoke(&self, record: &TokenRecord) -> Result<(), Error> {
-        let Some(url) = self.config.revocation_url.clone() else {
-            return Ok(());
+        let (url, discovered) = match (&self.config.revocation_url, &self.discovery) {
+            (Some(url), _) => (url.clone(), false),
+            (None, Some(discovery)) => match &discovery.metadata().await?.revocation_endpoint {
+                Some(url) => (url.clone(), true),
+                None => return Ok(()),
+            },
+            (None, None) => return Ok(()),
         };
         let mut tokens: Vec<(&str, String)> = Vec::new();
         if let Some(refresh) = &record.refresh_token {
@@ -488,7 +571,10 @@ impl OAuth2Source {
                 ("token".to_owned(), token),
                 ("token_type_hint".to_owned(), hint.to_owned()),
             ];
-            if let Err(err) = self.post_form("revocation endpoint", &url, fields).await {
+            if let Err(err) = self
+                .post_form("revocation endpoint", &url, discovered, fields)
+                .await
+            {
                 first_error.get_or_insert(err);
             }
         }
