@@ -1,11 +1,13 @@
 //! Test support for tokenkit: an in-process auth server with fault injection and a request
 //! log ([`server`]), a real `redis-server` started on demand ([`redis`]), and helpers shared by
-//! the integration tests, the demo and the fleet example.
+//! the integration tests, the demo and the fleet example; an in-process OpenID provider
+//! ([`oidc`]).
 //!
 //! The server listens on `127.0.0.1:0`, issues bearer tokens from `POST /oauth/token`,
 //! protects everything under `/api/`, and leaves `/public/` open.
 
 pub mod oauth;
+pub mod oidc;
 pub mod redis;
 pub mod replica;
 pub mod server;

@@ -32,6 +32,11 @@ pub enum AuthFailure {
     /// client secret or assertion; `unauthorized_client`: the client may not use this grant).
     /// Fix the client's registration or credentials; retrying cannot help.
     InvalidClient,
+    /// A sign-in through an identity provider was refused: its callback did not check out
+    /// (unknown or expired state, an error from the provider, a code the provider would not
+    /// exchange, an ID token with a bad signature, issuer, audience, expiry or nonce). No
+    /// session was created.
+    SignInRefused,
 }
 
 impl fmt::Display for AuthFailure {
@@ -43,6 +48,7 @@ impl fmt::Display for AuthFailure {
             AuthFailure::SessionInvalid => "the session is no longer valid",
             AuthFailure::NoSession => "not logged in",
             AuthFailure::InvalidClient => "the client's own credentials were refused",
+            AuthFailure::SignInRefused => "the sign-in was refused",
         })
     }
 }

@@ -117,6 +117,8 @@ pub struct ClientBuilder {
     mode: Mode,
     store: Option<Arc<dyn TokenStore>>,
     coordinator: Option<Arc<dyn Coordinator>>,
+    #[cfg(feature = "openid")]
+    openid: Option<crate::client::openid::OpenIdConfig>,
     policy: Option<Arc<dyn RefreshPolicy>>,
     overrides: Overrides,
     header_name: HeaderName,
@@ -151,6 +153,8 @@ impl ClientBuilder {
             context_provider: Arc::new(TaskContextProvider),
             mode: Mode::None,
             store: None,
+            #[cfg(feature = "openid")]
+            openid: None,
             coordinator: None,
             policy: None,
             overrides: Overrides::default(),
@@ -279,6 +283,18 @@ impl ClientBuilder {
     pub fn oauth2_password(mut self, config: OAuth2Config) -> Self {
         self.mode = Mode::OAuth(Box::new(config), Grant::RefreshToken);
         self
+    }
+
+    /// Session mode signing users in through an OpenID provider (feature `openid`): the
+    /// authorization code flow with PKCE, `state` and `nonce`, the ID token verified against
+    /// the provider's keys ([`Client::begin_sign_in`], [`Client::finish_sign_in`],
+    /// [`Client::sign_out`]; tokenkit-axum mounts them as routes). `config` names the
+    /// provider ([`OAuth2Config::from_issuer`]) and this client; the tokens then rotate with
+    /// the refresh-token grant like any session's. Default store: [`CookieStore`].
+    #[cfg(feature = "openid")]
+    pub fn openid(mut self, config: OAuth2Config, openid: crate::client::openid::OpenIdConfig) -> Self {
+        self.openid = Some(openid);
+        self.oauth2_password(config)
     }
 
     /// A custom [`TokenSource`].
@@ -519,6 +535,15 @@ impl ClientBuilder {
         if let Some(store) = &self.store {
             store.check()?;
         }
+        #[cfg(feature = "openid")]
+        if let Some(openid) = &self.openid {
+            openid.check()?;
+            if discovered.is_none() {
+                return Err(Error::config(
+                    "OpenID sign-in needs the provider's issuer: OAuth2Config::from_issuer(..)",
+                ));
+            }
+        }
         let per_user = endpoint.is_some() || session_oauth.is_some();
         let auth = source.map(|source| {
             let store = self.store.take().unwrap_or_else(|| -> Arc<dyn TokenStore> {
@@ -563,6 +588,10 @@ impl ClientBuilder {
                 retry: self.retry,
                 resolver: self.resolver,
                 discovery: discovered,
+                #[cfg(feature = "openid")]
+                openid: self.openid.map(Arc::new),
+                #[cfg(feature = "openid")]
+                openid_keys: crate::client::openid::Keys::default(),
             }),
         })
     }

@@ -5,6 +5,8 @@ mod builder;
 mod classify;
 mod global;
 mod interceptors;
+#[cfg(feature = "openid")]
+pub(crate) mod openid;
 mod request;
 mod retry;
 mod session;
@@ -79,6 +81,12 @@ struct ClientInner {
     resolver: Option<HeaderResolver>,
     /// The OAuth provider's metadata, when the client was configured from an issuer.
     discovery: Option<Arc<crate::Discovery>>,
+    /// Sign-in through the OpenID provider, when configured.
+    #[cfg(feature = "openid")]
+    pub(crate) openid: Option<Arc<crate::client::openid::OpenIdConfig>>,
+    /// The provider's signing keys, cached.
+    #[cfg(feature = "openid")]
+    pub(crate) openid_keys: crate::client::openid::Keys,
 }
 
 struct Auth {
@@ -211,6 +219,14 @@ impl Client {
             .auth
             .as_ref()
             .ok_or_else(|| Error::config("this client has no token source"))
+    }
+
+    /// The OAuth source of a session client (refresh-token grant).
+    #[cfg(feature = "openid")]
+    pub(crate) fn oauth_source(&self) -> Result<&OAuth2Source, Error> {
+        self.auth()?.oauth.as_deref().ok_or_else(|| {
+            Error::config("OpenID sign-in needs an OAuth session client (ClientBuilder::openid)")
+        })
     }
 
     /// Waits `pause` before retry attempt `attempt + 1` (no wait without a Sleep hook).

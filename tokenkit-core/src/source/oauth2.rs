@@ -287,7 +287,8 @@ fn parse_oauth_error(body: &Bytes, secrets: &[&str]) -> Option<OAuthError> {
 }
 
 /// Form fields whose values are secrets.
-const SECRET_FIELDS: [&str; 7] = [
+const SECRET_FIELDS: [&str; 8] = [
+    "code",
     "refresh_token",
     "password",
     "client_secret",
@@ -543,6 +544,25 @@ impl OAuth2Source {
                 Some(AuthFailure::SessionInvalid) => err.with_kind(ErrorKind::Auth(AuthFailure::Rejected)),
                 _ => err,
             })
+    }
+
+    /// The authorization code grant (RFC 6749 §4.1.3) with the PKCE verifier (RFC 7636): the
+    /// end of a browser sign-in.
+    #[cfg(feature = "openid")]
+    pub(crate) async fn authorization_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &str,
+        now: SystemTime,
+    ) -> Result<(TokenRecord, Value), Error> {
+        let fields = vec![
+            ("grant_type".to_owned(), "authorization_code".to_owned()),
+            ("code".to_owned(), code.to_owned()),
+            ("redirect_uri".to_owned(), redirect_uri.to_owned()),
+            ("code_verifier".to_owned(), code_verifier.to_owned()),
+        ];
+        self.token(fields, now).await
     }
 
     /// Revokes the record's refresh token (and access token when configured). `Ok` when no
