@@ -238,3 +238,84 @@ async fn sign_out_revokes_clears_and_ends_the_provider_session() {
     assert!(!has_session(&s, &browser).await);
     assert!(browser.snapshot().is_empty(), "no cookie left");
 }
+
+/// The axum routes end to end over HTTP, a cookie-keeping client following every redirect:
+/// sign-in through the provider and back, the user known on later pages, a refused sign-in
+/// lands signed out, an open redirect is a 400, sign-out ends the provider's session too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_routes_sign_in_and_out_through_the_provider() {
+    use axum::routing::get;
+    use tokenkit_axum::{openid_router, OpenIdRoutes, Session, TokenKitLayer};
+    let clock = ManualClock::default();
+    let provider = OidcProvider::start(Arc::new(clock.clone())).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_url = format!("http://{}", listener.local_addr().unwrap());
+    let client = tokenkit_reqwest::builder(provider.issuer())
+        .clock(clock.clone())
+        .openid(
+            OAuth2Config::from_issuer(provider.issuer(), OIDC_CLIENT.0).client_secret(OIDC_CLIENT.1),
+            OpenIdConfig::new(
+                format!("{app_url}/auth/callback"),
+                Encryption::new("k", [9; 32]).unwrap(),
+            )
+            .post_logout_redirect_uri(format!("{app_url}/"))
+            .secure(false),
+        )
+        .store(CookieStore::new(CookieConfig::new().secure(false)))
+        .build()
+        .unwrap();
+    async fn home(session: Session) -> String {
+        match session.payload.as_ref().and_then(|p| p["name"].as_str()) {
+            Some(name) if session.authenticated => format!("signed in as {name}"),
+            _ => "signed out".to_owned(),
+        }
+    }
+    let app = axum::Router::new()
+        .route("/", get(home))
+        .merge(openid_router(client.clone(), OpenIdRoutes::new()))
+        .layer(TokenKitLayer::new(client));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let browser = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let text = |response: reqwest::Response| async move { response.text().await.unwrap() };
+
+    let page = browser
+        .get(format!("{app_url}/auth/sign-in?return_to=/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text(page).await, "signed in as alice");
+    assert_eq!(provider.count("/authorize"), 1);
+    let page = browser.get(&app_url).send().await.unwrap();
+    assert_eq!(text(page).await, "signed in as alice", "a later page");
+
+    let page = browser
+        .post(format!("{app_url}/auth/sign-out"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text(page).await, "signed out");
+    assert_eq!(
+        (provider.count("/revoke"), provider.count("/end-session")),
+        (1, 1)
+    );
+
+    let evil = browser
+        .get(format!("{app_url}/auth/sign-in?return_to=//evil.example/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil.status(), 400);
+
+    provider.fault(OidcFault::WrongNonce);
+    let page = browser
+        .get(format!("{app_url}/auth/sign-in"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        page.url().as_str().ends_with("/?sign_in=failed"),
+        "{}",
+        page.url()
+    );
+    assert_eq!(text(page).await, "signed out");
+}

@@ -13,6 +13,11 @@
 //!
 //! It works with any [`Client`] — build one with `.endpoints(..)` and a `CookieStore`.
 //!
+//! With the `openid` feature, `openid_router` adds the routes of a sign-in through an OpenID
+//! provider (authorization code + PKCE, the ID token verified; see
+//! `tokenkit_core::ClientBuilder::openid`): sign-in, callback and sign-out, to merge inside
+//! the layer.
+//!
 //! ```no_run
 //! use axum::{routing::get, Router};
 //! use tokenkit_axum::{Session, TokenKitLayer};
@@ -25,6 +30,11 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "openid")]
+mod openid;
+#[cfg(feature = "openid")]
+pub use openid::{openid_router, OpenIdRoutes};
 
 use std::future::Future;
 use std::pin::Pin;
