@@ -50,6 +50,8 @@ pub enum OidcFault {
     UnpublishedKey,
     /// No ID token in the token response.
     NoIdToken,
+    /// Redirects back naming another issuer (`iss`, RFC 9207).
+    WrongIssParam,
 }
 
 struct Grant {
@@ -222,6 +224,10 @@ async fn authorize(
     }
     let redirect = get("redirect_uri");
     let mut state_param = get("state");
+    let mut iss = state.issuer.clone();
+    if take_fault(&state, &[OidcFault::WrongIssParam]).is_some() {
+        iss = "http://evil.example".to_owned();
+    }
     if let Some(fault) = take_fault(&state, &[OidcFault::WrongState, OidcFault::Denied]) {
         if fault == OidcFault::Denied {
             let to = format!(
@@ -243,7 +249,8 @@ async fn authorize(
         },
     );
     let state_encoded: String = url::form_urlencoded::byte_serialize(state_param.as_bytes()).collect();
-    Redirect::to(&format!("{redirect}?code={code}&state={state_encoded}")).into_response()
+    let iss: String = url::form_urlencoded::byte_serialize(iss.as_bytes()).collect();
+    Redirect::to(&format!("{redirect}?code={code}&state={state_encoded}&iss={iss}")).into_response()
 }
 
 fn oauth_error(code: &str) -> Response {

@@ -138,6 +138,7 @@ async fn every_bad_callback_is_refused_and_leaves_no_session() {
         (OidcFault::Expired, "expired"),
         (OidcFault::UnpublishedKey, "does not publish"),
         (OidcFault::NoIdToken, "no id_token"),
+        (OidcFault::WrongIssParam, "another issuer"),
     ];
     for (fault, why) in faults {
         let s = setup().await;

@@ -311,6 +311,12 @@ impl Client {
             )));
         }
         let code = param("code").ok_or_else(|| refused("the callback carries no code"))?;
+        // RFC 9207: a provider that names itself in the callback must be ours (mix-up defense).
+        if let Some(iss) = param("iss") {
+            if iss != self.discovery_required()?.issuer() {
+                return Err(refused("the callback comes from another issuer"));
+            }
+        }
         let oauth = self.oauth_source()?;
         let (mut record, body) = oauth
             .authorization_code(code, &openid.redirect_uri, &pending.verifier, now)
