@@ -409,3 +409,38 @@ async fn encrypted_cookies_are_unreadable_rotate_and_refuse_tampering() {
     let (status, body) = visit(s.url.clone(), String::from_utf8(tampered).unwrap()).await;
     assert_eq!((status, body.contains("Sign in")), (200, true), "{body}");
 }
+
+/// The example app's OpenID mode, end to end over HTTP through the tests' provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_app_signs_in_through_an_openid_provider() {
+    use tokenkit_core::{Encryption, OAuth2Config, OpenIdConfig};
+    use tokenkit_tests::oidc::{OidcProvider, OIDC_CLIENT};
+    let clock = ManualClock::default();
+    let provider = OidcProvider::start(Arc::new(clock.clone())).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let site = format!("http://{}", listener.local_addr().unwrap());
+    let client = tokenkit_reqwest::builder(provider.issuer())
+        .clock(clock)
+        .openid(
+            OAuth2Config::from_issuer(provider.issuer(), OIDC_CLIENT.0).client_secret(OIDC_CLIENT.1),
+            OpenIdConfig::new(
+                format!("{site}/auth/callback"),
+                Encryption::new("k", [4; 32]).unwrap(),
+            )
+            .post_logout_redirect_uri(format!("{site}/"))
+            .secure(false),
+        )
+        .store(CookieStore::new(CookieConfig::new().secure(false)))
+        .build()
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, routes::openid_app(client)).await.unwrap() });
+    let b = browser();
+    let (_, body, _) = page(&b, &site).await;
+    assert!(body.contains("Sign in with your identity provider"), "{body}");
+    let (status, body, _) = page(&b, &format!("{site}/auth/sign-in")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Hello, alice"), "{body}");
+    let response = b.post(format!("{site}/auth/sign-out")).send().await.unwrap();
+    assert!(response.text().await.unwrap().contains("Please sign in."));
+    assert_eq!(provider.count("/end-session"), 1);
+}

@@ -94,3 +94,35 @@ async fn logout(State(client): State<Client>) -> Redirect {
     }
     Redirect::to("/")
 }
+
+/// The app in its OpenID mode around `client` (built with `ClientBuilder::openid`): sign-in
+/// through the provider and back, the session's user (the ID token's claims) on every page,
+/// sign-out at the provider too.
+#[allow(dead_code)] // each includer uses one of the two modes
+pub(crate) fn openid_app(client: Client) -> Router {
+    Router::new()
+        .route("/", get(openid_home))
+        .merge(tokenkit_axum::openid_router(
+            client.clone(),
+            tokenkit_axum::OpenIdRoutes::new(),
+        ))
+        .layer(TokenKitLayer::new(client))
+}
+
+async fn openid_home(session: Session) -> Html<String> {
+    let name = session
+        .payload
+        .as_ref()
+        .and_then(|claims| claims["name"].as_str());
+    match name {
+        Some(name) if session.authenticated => page(&format!(
+            "<h1 id=\"hello\">Hello, {name}</h1><p>Signed in through your identity provider; \
+             the session's tokens rotate in HttpOnly cookies.</p>\
+             <form method=\"post\" action=\"/auth/sign-out\"><button id=\"logout\" type=\"submit\">Sign out</button></form>"
+        )),
+        _ => page(
+            "<h1>Sign in</h1><p id=\"message\">Please sign in.</p>\
+             <p><a id=\"sign-in\" href=\"/auth/sign-in\">Sign in with your identity provider</a></p>",
+        ),
+    }
+}
