@@ -233,14 +233,19 @@ fn oidc_provider(redirect_uri: &str, post_logout: &str) -> (Provider, String) {
     panic!("oidc-provider did not start");
 }
 
-/// Signs in through oidc-provider's own login and consent pages as `user`.
-async fn sign_in_at_the_provider(browser: &fantoccini::Client, site: &str, user: &str) {
+/// Opens the app's sign-in route: the browser lands on oidc-provider's login page.
+async fn start_sign_in(browser: &fantoccini::Client, site: &str) {
     browser.goto(&format!("{site}/auth/sign-in")).await.unwrap();
-    let login = browser
+    browser
         .wait()
         .for_element(Locator::Css("input[name=login]"))
         .await
         .unwrap();
+}
+
+/// Completes a started sign-in on oidc-provider's login and consent pages as `user`.
+async fn complete_sign_in(browser: &fantoccini::Client, user: &str) {
+    let login = browser.find(Locator::Css("input[name=login]")).await.unwrap();
     login.send_keys(user).await.unwrap();
     browser
         .find(Locator::Css("input[name=password]"))
@@ -317,7 +322,11 @@ async fn chromium_signs_in_through_an_openid_provider() {
 
     let driver = driver();
     let (browser, profile) = open_browser(&driver, "alice").await;
-    sign_in_at_the_provider(&browser, &site, "alice").await;
+    let (other, other_profile) = open_browser(&driver, "bob").await;
+    // Two browsers signing in at once: both on the provider's login page, then each completes.
+    start_sign_in(&browser, &site).await;
+    start_sign_in(&other, &site).await;
+    complete_sign_in(&browser, "alice").await;
     let hello = text_when_loaded(&browser, Locator::Id("hello")).await;
     assert_eq!(hello, "Hello, alice");
     assert_eq!(text(&browser, Locator::Id("js-cookies")).await, "(none)");
@@ -325,9 +334,8 @@ async fn chromium_signs_in_through_an_openid_provider() {
     assert_eq!(document_cookie, serde_json::json!(""));
     let first = text(&browser, Locator::Id("expires")).await;
 
-    // A second browser signs in as bob at the same time: each sees its own user.
-    let (other, other_profile) = open_browser(&driver, "bob").await;
-    sign_in_at_the_provider(&other, &site, "bob").await;
+    // The second browser completes its sign-in as bob: each sees its own user.
+    complete_sign_in(&other, "bob").await;
     assert_eq!(text_when_loaded(&other, Locator::Id("hello")).await, "Hello, bob");
     browser.refresh().await.unwrap();
     assert_eq!(
