@@ -42,6 +42,9 @@ pub enum ResourceMode {
     Normal,
     /// Every request gets 401.
     AlwaysUnauthorized,
+    /// Every request gets 401 with `WWW-Authenticate: Bearer error="insufficient_scope",
+    /// scope="admin"` (a valid token, not enough rights: a new token cannot help).
+    InsufficientScope,
 }
 
 /// One request as the server saw it.
@@ -729,6 +732,17 @@ async fn resource(
     };
     if *lock(&state.resource_mode) == ResourceMode::AlwaysUnauthorized {
         return unauthorized("this server rejects everything");
+    }
+    if *lock(&state.resource_mode) == ResourceMode::InsufficientScope {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(
+                "www-authenticate",
+                "Bearer realm=\"api\", error=\"insufficient_scope\", error_description=\"needs admin\", scope=\"admin\"",
+            )],
+            Json(json!({"error": "insufficient_scope"})),
+        )
+            .into_response();
     }
     let Some(token) = headers
         .get("authorization")

@@ -327,3 +327,24 @@ async fn a_refresh_completes_and_is_stored_when_its_caller_is_dropped() {
     );
     assert_eq!(s.server.token_requests(), 1);
 }
+
+/// `insufficient_scope` (even on a 401) means the token is fine but lacks rights: no new token
+/// is fetched, and the error names the scope; `invalid_token` is recovered with one refresh.
+#[tokio::test]
+async fn an_insufficient_scope_challenge_costs_no_refresh() {
+    let s = setup().await;
+    let client = s.client();
+    client.get("/api/a").send::<Value>().await.unwrap();
+    assert_eq!(s.server.token_requests(), 1);
+    s.server.set_resource_mode(ResourceMode::InsufficientScope);
+    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
+    assert_eq!(err.auth_failure(), Some(AuthFailure::InsufficientScope), "{err}");
+    assert!(err.to_string().contains("\"admin\""), "{err}");
+    assert_eq!(err.status(), Some(http::StatusCode::UNAUTHORIZED));
+    assert_eq!(s.server.token_requests(), 1, "0 refreshes");
+    // An invalid token: exactly one refresh, then success.
+    s.server.set_resource_mode(ResourceMode::Normal);
+    s.server.revoke_all();
+    client.get("/api/a").send::<Value>().await.unwrap();
+    assert_eq!(s.server.token_requests(), 2, "1 refresh");
+}

@@ -37,6 +37,10 @@ pub enum AuthFailure {
     /// exchange, an ID token with a bad signature, issuer, audience, expiry or nonce). No
     /// session was created.
     SignInRefused,
+    /// The server accepted the token but says it lacks a scope (`WWW-Authenticate: Bearer
+    /// error="insufficient_scope"`, RFC 6750 §3.1): a new token for the same scopes cannot help,
+    /// so none was fetched. The error's message names the scope the server asked for.
+    InsufficientScope,
 }
 
 impl fmt::Display for AuthFailure {
@@ -49,6 +53,7 @@ impl fmt::Display for AuthFailure {
             AuthFailure::NoSession => "not logged in",
             AuthFailure::InvalidClient => "the client's own credentials were refused",
             AuthFailure::SignInRefused => "the sign-in was refused",
+            AuthFailure::InsufficientScope => "the token lacks a scope the server requires",
         })
     }
 }

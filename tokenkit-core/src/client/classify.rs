@@ -73,6 +73,8 @@ pub(crate) fn classify(
         Outcome::Answered { status, headers } if retry.retries_status(method, attempt, status) => {
             Next::RetryAfter(retry.delay_after(attempt, Some(headers), now(), unit()))
         }
+        // A token that lacks a scope is not refreshed: a new one would lack it too.
+        Outcome::Answered { headers, .. } if insufficient_scope(headers).is_some() => Next::Done,
         Outcome::Answered { status, .. } => match policy {
             Some(policy) if authenticated && policy.is_rejection(status) => {
                 if recoveries < policy.max_recovery_tries() {
@@ -84,6 +86,76 @@ pub(crate) fn classify(
             _ => Next::Done,
         },
     }
+}
+
+/// The scope a `WWW-Authenticate: Bearer` challenge with `error="insufficient_scope"` asks for
+/// (RFC 6750 §3): `Some("")` when it names none, `None` without such a challenge.
+pub(crate) fn insufficient_scope(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|challenge| {
+            let params = challenge_params(challenge, "bearer")?;
+            let error = params.iter().find(|(k, _)| k == "error")?;
+            (error.1 == "insufficient_scope").then(|| {
+                params
+                    .iter()
+                    .find(|(k, _)| k == "scope")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            })
+        })
+}
+
+/// The `name=value` parameters of challenge `scheme` (case-insensitive) in a
+/// `WWW-Authenticate` value; values quoted or not, names lowercased. `None` when the value is
+/// another scheme's.
+fn challenge_params(value: &str, scheme: &str) -> Option<Vec<(String, String)>> {
+    let value = value.trim_start();
+    let (name, rest) = value.split_once(char::is_whitespace).unwrap_or((value, ""));
+    if !name.eq_ignore_ascii_case(scheme) {
+        return None;
+    }
+    let mut params = Vec::new();
+    let mut rest = rest.trim_start();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, tail) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                // Up to the closing quote, honouring backslash escapes.
+                let mut out = String::new();
+                let mut chars = quoted.char_indices();
+                let mut end = quoted.len();
+                while let Some((at, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            if let Some((_, escaped)) = chars.next() {
+                                out.push(escaped);
+                            }
+                        }
+                        '"' => {
+                            end = at + 1;
+                            break;
+                        }
+                        c => out.push(c),
+                    }
+                }
+                (out, quoted.get(end..).unwrap_or_default())
+            }
+            None => {
+                let end = after.find(',').unwrap_or(after.len());
+                (after[..end].trim().to_owned(), &after[end..])
+            }
+        };
+        params.push((key, value));
+        rest = tail.trim_start().trim_start_matches(',').trim_start();
+        if params.len() > 32 {
+            break;
+        }
+    }
+    Some(params)
 }
 
 /// A jitter draw in `[0, 1)` for retry `attempt`: randomly seeded per process, never from a
@@ -104,6 +176,91 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     const NOW: SystemTime = UNIX_EPOCH;
+
+    fn challenge(values: &[&str]) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        for value in values {
+            headers.append(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn insufficient_scope_challenges_are_read() {
+        let cases: [(&[&str], Option<&str>); 10] = [
+            (
+                &[r#"Bearer error="insufficient_scope", scope="admin read""#],
+                Some("admin read"),
+            ),
+            (
+                &[r#"Bearer realm="api",error=insufficient_scope,scope=admin"#],
+                Some("admin"),
+            ),
+            // Parameter names are case-insensitive (RFC 7235 §2.1).
+            (&[r#"bearer ERROR="insufficient_scope""#], Some("")),
+            (&[r#"BEARER error="insufficient_scope""#], Some("")),
+            (
+                &[r#"Bearer error="insufficient_scope", scope="a\"b""#],
+                Some("a\"b"),
+            ),
+            (&[r#"Bearer error="invalid_token""#], None),
+            (&[r#"DPoP error="insufficient_scope""#], None),
+            (
+                &[
+                    r#"Basic realm="x""#,
+                    r#"Bearer error="insufficient_scope", scope="x""#,
+                ],
+                Some("x"),
+            ),
+            (&["Bearer ===,,,=\"", "Bearer", ""], None),
+            (&[r#"Bearer error="insufficient_scope"#], Some("")),
+        ];
+        for (values, expected) in cases {
+            assert_eq!(
+                insufficient_scope(&challenge(values)).as_deref(),
+                expected,
+                "{values:?}"
+            );
+        }
+        let long = format!("Bearer {}", "a=b, ".repeat(10_000));
+        assert_eq!(insufficient_scope(&challenge(&[&long])), None);
+    }
+
+    #[test]
+    fn an_insufficient_scope_is_never_recovered() {
+        let policy = StandardPolicy::default();
+        let headers = challenge(&[r#"Bearer error="insufficient_scope", scope="admin""#]);
+        let outcome = Outcome::Answered {
+            status: StatusCode::UNAUTHORIZED,
+            headers: &headers,
+        };
+        let next = classify(
+            outcome,
+            progress(&Method::GET, 1, 0),
+            &RetryConfig::none(),
+            Some(&policy),
+            || NOW,
+            || 0.5,
+        );
+        assert_eq!(next, Next::Done);
+        let headers = challenge(&[r#"Bearer error="invalid_token""#]);
+        let outcome = Outcome::Answered {
+            status: StatusCode::UNAUTHORIZED,
+            headers: &headers,
+        };
+        let next = classify(
+            outcome,
+            progress(&Method::GET, 1, 0),
+            &RetryConfig::none(),
+            Some(&policy),
+            || NOW,
+            || 0.5,
+        );
+        assert_eq!(next, Next::Recover);
+    }
 
     fn progress(method: &Method, attempt: u32, recoveries: u32) -> Progress<'_> {
         Progress {

@@ -513,6 +513,18 @@ fn final_response(
         Some(auth) => auth.manager.policy().is_auth_failure(parts.status),
         None => crate::policy::is_auth_failure_by_default(parts.status),
     };
+    if let Some(scope) = super::classify::insufficient_scope(&parts.headers) {
+        let scope = crate::redact::server_text(&scope, &[]);
+        let message = if scope.is_empty() {
+            format!("{what}: the token lacks a scope the server requires")
+        } else {
+            format!("{what}: the token lacks scope {scope:?}")
+        };
+        return Err(
+            Error::new(ErrorKind::Auth(AuthFailure::InsufficientScope), message)
+                .with_response(parts.status, body),
+        );
+    }
     let kind = if auth_failure {
         ErrorKind::Auth(AuthFailure::Rejected)
     } else {
