@@ -73,11 +73,13 @@ pub(crate) fn classify(
         Outcome::Answered { status, headers } if retry.retries_status(method, attempt, status) => {
             Next::RetryAfter(retry.delay_after(attempt, Some(headers), now(), unit()))
         }
-        // A token that lacks a scope is not refreshed: a new one would lack it too.
-        Outcome::Answered { headers, .. } if insufficient_scope(headers).is_some() => Next::Done,
-        Outcome::Answered { status, .. } => match policy {
+        Outcome::Answered { status, headers } => match policy {
             Some(policy) if authenticated && policy.is_rejection(status) => {
-                if recoveries < policy.max_recovery_tries() {
+                // A token that lacks a scope is not refreshed: a new one would lack it too.
+                // (Read only on a rejection: the hot path never looks at the header.)
+                if insufficient_scope(headers).is_some() {
+                    Next::Done
+                } else if recoveries < policy.max_recovery_tries() {
                     Next::Recover
                 } else {
                     Next::GiveUp
