@@ -117,6 +117,17 @@ pub const REFRESH_EXPIRES_IN_FIELDS: &[&str] = &[
     "refresh_token_expires_in",
 ];
 
+/// How long a sign-in through an OpenID provider may take between leaving for the provider and
+/// coming back.
+pub const SIGN_IN_LIFETIME: Duration = Duration::from_secs(600);
+
+/// The clock skew tolerated on an ID token's `exp` and `iat`.
+pub const ID_TOKEN_SKEW: Duration = Duration::from_secs(60);
+
+/// The shortest pause between two fetches of an OpenID provider's keys when an ID token names a
+/// key tokenkit does not know (a rotation): a flood of forged key ids cannot make it fetch more.
+pub const JWKS_REFETCH_PAUSE: Duration = Duration::from_secs(10);
+
 /// How long a provider's discovered metadata is used before it is fetched again.
 pub const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 

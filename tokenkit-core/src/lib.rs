@@ -110,9 +110,7 @@ pub use cookie;
 pub use http;
 
 #[cfg(feature = "openid")]
-pub use client::openid::{
-    is_safe_return_path, OpenIdConfig, SignedIn, ID_TOKEN_SKEW, JWKS_REFETCH_PAUSE, SIGN_IN_LIFETIME,
-};
+pub use client::openid::{is_safe_return_path, OpenIdConfig, SignedIn};
 pub use client::{
     api, set_config, set_default_client, Api, ApiResponse, AuthOverride, Backoff, Client, ClientBuilder,
     ErrorInterceptor, LoginOptions, RefreshOptions, RequestBuilder, RequestInterceptor, ResponseInterceptor,

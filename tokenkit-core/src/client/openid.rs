@@ -28,15 +28,7 @@ use crate::events::Event;
 use crate::token::TokenRecord;
 use crate::transport::send_with_timeout;
 
-/// How long a sign-in may take between leaving for the provider and coming back.
-pub const SIGN_IN_LIFETIME: Duration = Duration::from_secs(600);
-
-/// The clock skew tolerated on an ID token's `exp` and `iat`.
-pub const ID_TOKEN_SKEW: Duration = Duration::from_secs(60);
-
-/// The shortest pause between two fetches of the provider's keys when an ID token names a key
-/// tokenkit does not know (a rotation): a flood of forged key ids cannot make it fetch more.
-pub const JWKS_REFETCH_PAUSE: Duration = Duration::from_secs(10);
+use crate::defaults::{ID_TOKEN_SKEW, JWKS_REFETCH_PAUSE, SIGN_IN_LIFETIME};
 
 /// The name of the cookie that carries one sign-in in progress, before its id.
 const SIGN_IN_COOKIE: &str = "tokenkit-signin-";
