@@ -234,34 +234,27 @@ mod tests {
     #[test]
     fn an_insufficient_scope_is_never_recovered() {
         let policy = StandardPolicy::default();
-        let headers = challenge(&[r#"Bearer error="insufficient_scope", scope="admin""#]);
-        let outcome = Outcome::Answered {
-            status: StatusCode::UNAUTHORIZED,
-            headers: &headers,
+        let after_401 = |value: &str| {
+            let headers = challenge(&[value]);
+            let outcome = Outcome::Answered {
+                status: StatusCode::UNAUTHORIZED,
+                headers: &headers,
+            };
+            let progress = progress(&Method::GET, 1, 0);
+            classify(
+                outcome,
+                progress,
+                &RetryConfig::none(),
+                Some(&policy),
+                || NOW,
+                || 0.5,
+            )
         };
-        let next = classify(
-            outcome,
-            progress(&Method::GET, 1, 0),
-            &RetryConfig::none(),
-            Some(&policy),
-            || NOW,
-            || 0.5,
+        assert_eq!(
+            after_401(r#"Bearer error="insufficient_scope", scope="admin""#),
+            Next::Done
         );
-        assert_eq!(next, Next::Done);
-        let headers = challenge(&[r#"Bearer error="invalid_token""#]);
-        let outcome = Outcome::Answered {
-            status: StatusCode::UNAUTHORIZED,
-            headers: &headers,
-        };
-        let next = classify(
-            outcome,
-            progress(&Method::GET, 1, 0),
-            &RetryConfig::none(),
-            Some(&policy),
-            || NOW,
-            || 0.5,
-        );
-        assert_eq!(next, Next::Recover);
+        assert_eq!(after_401(r#"Bearer error="invalid_token""#), Next::Recover);
     }
 
     fn progress(method: &Method, attempt: u32, recoveries: u32) -> Progress<'_> {
