@@ -65,8 +65,19 @@ fn authenticate(headers: &HeaderMap, form: &std::collections::HashMap<String, St
         .then_some(id)
 }
 
-fn token_response(state: &State_, user: &str, refresh: Option<String>, scope: Option<&str>) -> Response {
-    let (access, _, lifetime) = state.issue_access(user);
+fn token_response(
+    state: &State_,
+    user: &str,
+    refresh: Option<String>,
+    form: &std::collections::HashMap<String, String>,
+) -> Response {
+    let scope = form.get("scope").map(String::as_str);
+    let grant = json!({
+        "scope": scope,
+        "audience": form.get("audience"),
+        "resource": form.get("resource"),
+    });
+    let (access, _, lifetime) = state.issue_access_for(user, grant);
     let mut body = json!({
         "access_token": access,
         "token_type": *lock(&state.oauth_token_type),
@@ -92,6 +103,18 @@ pub(crate) async fn token_endpoint(
     let fault = lock(&state.token_faults).pop_front();
     if let Some(response) = apply(fault).await {
         return response;
+    }
+    // RFC 6749 §3.1/§3.2: parameters must not be sent more than once (RFC 8707's `resource`
+    // may repeat).
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in url::form_urlencoded::parse(&body) {
+        if name != "resource" && !seen.insert(name.clone()) {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("parameter {name} included more than once"),
+            );
+        }
     }
     let form = fields(&body);
     let echo = *lock(&state.echo_secrets);
@@ -121,7 +144,7 @@ pub(crate) async fn token_endpoint(
         );
     }
     match form.get("grant_type").map(String::as_str) {
-        Some("client_credentials") => token_response(&state, &format!("client:{client}"), None, scope),
+        Some("client_credentials") => token_response(&state, &format!("client:{client}"), None, &form),
         Some("password") => {
             let user = form.get("username").map(String::as_str).unwrap_or_default();
             let password = form.get("password").map(String::as_str).unwrap_or_default();
@@ -133,7 +156,7 @@ pub(crate) async fn token_endpoint(
                 );
             }
             let refresh = state.issue_refresh(user, None);
-            token_response(&state, user, Some(refresh), scope)
+            token_response(&state, user, Some(refresh), &form)
         }
         Some("refresh_token") => {
             let Some(presented) = form.get("refresh_token") else {
@@ -172,7 +195,7 @@ pub(crate) async fn token_endpoint(
                 (current.user.clone(), current.family)
             };
             let refresh = state.issue_refresh(&user, Some(family));
-            token_response(&state, &user, Some(refresh), scope)
+            token_response(&state, &user, Some(refresh), &form)
         }
         Some(_) => oauth_error(
             StatusCode::BAD_REQUEST,

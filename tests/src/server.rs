@@ -85,6 +85,9 @@ pub(crate) struct Issued {
     pub(crate) revoked: bool,
     pub(crate) id: u64,
     pub(crate) user: String,
+    /// What the token was asked for (`scope`, `audience`, `resource` of the token request),
+    /// echoed by the resources as `grant`.
+    pub(crate) grant: serde_json::Value,
 }
 
 /// A refresh token's state: rotation marks it used; presenting a used one is reuse.
@@ -521,6 +524,11 @@ impl State_ {
 
     /// Issues an access token for `user`; returns (token, id, lifetime).
     pub(crate) fn issue_access(&self, user: &str) -> (String, u64, Duration) {
+        self.issue_access_for(user, serde_json::Value::Null)
+    }
+
+    /// An access token for `user`, asked for with `grant` (scope, audience, resource).
+    pub(crate) fn issue_access_for(&self, user: &str, grant: serde_json::Value) -> (String, u64, Duration) {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let value = self.secret("tk", id);
         let lifetime = *lock(&self.token_lifetime);
@@ -529,6 +537,7 @@ impl State_ {
             revoked: false,
             id,
             user: user.to_owned(),
+            grant,
         };
         lock(&self.issued).insert(value.clone(), issued);
         (value, id, lifetime)
@@ -751,13 +760,13 @@ async fn resource(
     else {
         return unauthorized("missing bearer token");
     };
-    let (token_id, user) = {
+    let (token_id, user, grant) = {
         let issued = lock(&state.issued);
         match issued.get(token) {
             None => return unauthorized("unknown token"),
             Some(t) if t.revoked => return unauthorized("revoked token"),
             Some(t) if state.clock.now() >= t.expires_at => return unauthorized("expired token"),
-            Some(t) => (t.id, t.user.clone()),
+            Some(t) => (t.id, t.user.clone(), t.grant.clone()),
         }
     };
     Json(json!({
@@ -767,6 +776,7 @@ async fn resource(
         "path": uri.path(),
         "query": uri.query(),
         "token_id": token_id,
+        "grant": grant,
         "content_type": headers.get("content-type").and_then(|v| v.to_str().ok()),
         "body": String::from_utf8_lossy(&body),
     }))

@@ -127,7 +127,8 @@ async fn interceptors_run_in_order_with_the_context_and_again_on_replay() {
     s.fail_next_token_requests(1, Fault::Status(500));
     let err = client.get("/api/z").send::<Value>().await.unwrap_err();
     assert_eq!(err.auth_failure(), Some(AuthFailure::TokenUnavailable));
-    // (The response interceptor turns any body into a JSON object; an array is expected.)
+    clock.advance(tokenkit_core::defaults::OUTAGE_FIRST_DELAY); // past the outage backoff
+                                                                // (The response interceptor turns any body into a JSON object; an array is expected.)
     let err = client.get("/api/w").send::<Vec<u32>>().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Decode);
     assert_eq!(

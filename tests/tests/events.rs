@@ -303,6 +303,7 @@ fn refresh_failed_and_the_failure_threshold_fire_at_their_moments() {
         for _ in 0..3 {
             let err = client.get("/api/a").send::<Value>().await.unwrap_err();
             assert!(err.status().is_some() || err.auth_failure().is_some(), "{err}");
+            clock.advance(std::time::Duration::from_secs(10)); // past the outage backoff
         }
     });
     let failed = seen.named("refresh_failed");

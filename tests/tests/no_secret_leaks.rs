@@ -78,6 +78,7 @@ async fn exercise(add_token_to_logs: bool) -> (String, Vec<String>) {
     server.fail_next_token_requests(1, Fault::Status(500));
     let err = client.get("/api/a").send::<Value>().await.unwrap_err();
     printed.push(format!("{err} {err:?} {:?}", std::error::Error::source(&err)));
+    clock.advance(tokenkit_core::defaults::OUTAGE_FIRST_DELAY); // past the outage backoff
     server.set_resource_mode(ResourceMode::AlwaysUnauthorized);
     let err = client.get("/api/a").send::<Value>().await.unwrap_err();
     printed.push(format!("{err} {err:?}"));

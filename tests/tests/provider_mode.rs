@@ -139,6 +139,8 @@ async fn an_always_failing_provider_fires_the_threshold_at_10_and_20() {
             counter.fetch_add(1, Ordering::SeqCst);
             async { Err::<ProvidedToken, _>(std::io::Error::other("identity provider down")) }
         })
+        // Every request calls the provider (the threshold counts calls, not requests).
+        .outage(tokenkit_core::OutageConfig::disabled())
         .build()
         .unwrap();
     for _ in 0..25 {
@@ -155,7 +157,11 @@ async fn an_always_failing_provider_fires_the_threshold_at_10_and_20() {
 #[tokio::test]
 async fn a_success_resets_the_failure_count() {
     let s = setup().await;
-    let client = s.client();
+    let client = s
+        .builder()
+        .outage(tokenkit_core::OutageConfig::disabled())
+        .build()
+        .unwrap();
     s.server.fail_next_token_requests(9, Fault::Status(500));
     for _ in 0..9 {
         assert!(client.get("/api/a").send::<Value>().await.is_err());
@@ -216,6 +222,7 @@ async fn request_timeouts_and_token_fetch_timeouts_are_typed() {
         .fail_next_token_requests(1, Fault::Delay(Duration::from_secs(5)));
     let err = client.get("/api/a").send::<Value>().await.unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
+    s.clock.advance(tokenkit_core::defaults::OUTAGE_FIRST_DELAY); // past the outage backoff
     client.get("/api/a").send::<Value>().await.unwrap();
     s.server
         .fail_next_resource_requests(1, Fault::Delay(Duration::from_secs(5)));
@@ -275,6 +282,7 @@ async fn malformed_token_responses_are_typed_errors() {
             ),
         }
         assert!(!err.to_string().contains("X-Evil"));
+        s.clock.advance(tokenkit_core::defaults::OUTAGE_FIRST_DELAY); // past any outage backoff
         assert_eq!(
             s.server.count("/api/a"),
             0,

@@ -215,6 +215,7 @@ async fn a_rejected_refresh_clears_the_session_and_other_failures_keep_it() {
     assert!(ctx.cookie_delta().is_empty(), "cookies untouched");
     assert_eq!(s.recorder.count("refresh_failed"), 1);
     assert_eq!(s.recorder.count("session_invalid"), 0);
+    s.clock.advance(tokenkit_core::defaults::OUTAGE_FIRST_DELAY); // past the outage backoff
 
     // 401 (invalid_grant): the session is cleared and every cookie expired.
     s.server.fail_next_refresh_requests(1, Fault::Status(401));

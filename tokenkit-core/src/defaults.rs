@@ -60,6 +60,20 @@ pub const RETRY_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 /// [`Event::FailureThreshold`](crate::Event::FailureThreshold)s.
 pub const TOKEN_TRY_THRESHOLD: u64 = 10;
 
+// Outages of the token source (OutageConfig)
+
+/// Default pause after the first failed token fetch (doubling per failure, jittered).
+pub const OUTAGE_FIRST_DELAY: Duration = Duration::from_secs(1);
+
+/// Default longest pause between failed token fetches, and cap on a `Retry-After`.
+pub const OUTAGE_MAX_DELAY: Duration = Duration::from_secs(30);
+
+/// Default number of failed token fetches in a row that open the circuit.
+pub const OUTAGE_OPEN_AFTER: u32 = 5;
+
+/// Default time an open circuit stays open before one probe.
+pub const OUTAGE_COOLDOWN: Duration = Duration::from_secs(30);
+
 // Endpoint mode
 
 /// Default timeout of login and refresh calls.
@@ -82,6 +96,10 @@ pub const TOKEN_ENDPOINT_ATTEMPTS: u32 = 3;
 
 /// Default first delay between token endpoint attempts (doubling each time).
 pub const TOKEN_ENDPOINT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// How many parameter combinations ([`TokenParams`](crate::TokenParams)) a client keeps a
+/// token for; past it, the least recently used combination's token is dropped.
+pub const TOKEN_PARAMS_CACHE: usize = 256;
 
 // Token response fields (first match wins)
 

@@ -7,6 +7,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -41,6 +42,12 @@ pub enum AuthFailure {
     /// error="insufficient_scope"`, RFC 6750 §3.1): a new token for the same scopes cannot help,
     /// so none was fetched. The error's message names the scope the server asked for.
     InsufficientScope,
+    /// The token source (the identity provider) keeps failing and tokenkit stopped calling it
+    /// for a while — a backoff between failures, or an open circuit (see
+    /// [`OutageConfig`](crate::OutageConfig)). Requests whose token was still valid were
+    /// served with it; this one needed a new token. [`Error::retry_at`] says until when; the
+    /// message says why and names the last failure.
+    SourceUnavailable,
 }
 
 impl fmt::Display for AuthFailure {
@@ -54,6 +61,7 @@ impl fmt::Display for AuthFailure {
             AuthFailure::InvalidClient => "the client's own credentials were refused",
             AuthFailure::SignInRefused => "the sign-in was refused",
             AuthFailure::InsufficientScope => "the token lacks a scope the server requires",
+            AuthFailure::SourceUnavailable => "the token source is unavailable",
         })
     }
 }
@@ -123,6 +131,10 @@ struct Inner {
     body: Option<Bytes>,
     oauth: Option<OAuthError>,
     source: Option<Arc<dyn StdError + Send + Sync>>,
+    /// The server's `Retry-After`.
+    retry_after: Option<Duration>,
+    /// When tokenkit calls the token source again.
+    retry_at: Option<SystemTime>,
 }
 
 /// An OAuth 2.0 error response (RFC 6749 §5.2): the standard fields of the body.
@@ -148,6 +160,8 @@ impl Error {
                 body: None,
                 oauth: None,
                 source: None,
+                retry_after: None,
+                retry_at: None,
             }),
         }
     }
@@ -177,6 +191,28 @@ impl Error {
         self.inner.oauth.as_ref()
     }
 
+    /// Attaches the server's `Retry-After` (a token source that got one from its server
+    /// passes it on: the client then calls the source no sooner, see
+    /// [`OutageConfig`](crate::OutageConfig)).
+    pub fn with_retry_after(self, after: Duration) -> Self {
+        self.map(|inner| inner.retry_after = Some(after))
+    }
+
+    /// How long the server asked clients to wait (`Retry-After`), when it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.inner.retry_after
+    }
+
+    pub(crate) fn with_retry_at(self, at: SystemTime) -> Self {
+        self.map(|inner| inner.retry_at = Some(at))
+    }
+
+    /// For [`AuthFailure::SourceUnavailable`]: the instant (by the client's clock) from which
+    /// the token source is called again.
+    pub fn retry_at(&self) -> Option<SystemTime> {
+        self.inner.retry_at
+    }
+
     /// The same error with another kind (used when a cause is re-classified, e.g. a transport
     /// failure while fetching a token becomes [`AuthFailure::TokenUnavailable`]).
     pub fn with_kind(self, kind: ErrorKind) -> Self {
@@ -193,6 +229,8 @@ impl Error {
                 body: shared.body.clone(),
                 oauth: shared.oauth.clone(),
                 source: shared.source.clone(),
+                retry_after: shared.retry_after,
+                retry_at: shared.retry_at,
             },
         };
         f(&mut inner);
@@ -317,6 +355,12 @@ impl fmt::Debug for Error {
         }
         if let Some(source) = &self.inner.source {
             d.field("source", source);
+        }
+        if let Some(after) = self.inner.retry_after {
+            d.field("retry_after", &after);
+        }
+        if let Some(at) = self.inner.retry_at {
+            d.field("retry_at", &at);
         }
         d.finish()
     }

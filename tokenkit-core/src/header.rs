@@ -4,6 +4,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::Error;
 use crate::redact::is_sensitive_header;
+use std::time::{Duration, SystemTime};
 
 /// Parses a header name and value; credential headers are marked sensitive. The value is never
 /// echoed in the error: it may be a credential.
@@ -46,4 +47,14 @@ where
             error.get_or_insert(err);
         }
     }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }

@@ -124,12 +124,14 @@ pub use encryption::Encryption;
 pub use error::{AuthFailure, Error, ErrorKind, OAuthError};
 pub use events::Event;
 pub use policy::{parse_duration, ExpiryRule, Freshness, RefreshPolicy, StandardPolicy};
-pub use rotation::{Coordinator, InProcessCoordinator, Lease, Role, RotationStats, SessionKey, SessionKind};
+pub use rotation::{
+    Coordinator, InProcessCoordinator, Lease, OutageConfig, Role, RotationStats, SessionKey, SessionKind,
+};
 pub use runtime::{BoxFuture, Clock, Runtime, Sleep, Spawn, SpawnError, SystemClock, Timeout};
 pub use source::discovery::{Discovery, ProviderMetadata};
 pub use source::{
     AuthContentType, ClientAuth, ClientSecret, EndpointConfig, FetchReason, FetchRequest, FieldMapping,
-    OAuth2Config, ProvidedToken, TokenSource,
+    OAuth2Config, ProvidedToken, TokenParams, TokenSource,
 };
 pub use store::{
     CookieConfig, CookieStore, MemorySessionBackend, MemoryStore, SessionBackend, SessionId, SessionStore,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tokenkit_core::{AuthFailure, ErrorKind, RetryConfig};
+use tokenkit_core::{AuthFailure, Clock, ErrorKind, RetryConfig};
 use tokenkit_tests::{Browser, Fault, ResourceMode};
 
 use crate::adapters::Adapter;
@@ -30,7 +30,15 @@ pub(crate) async fn token_endpoint_500<A: Adapter>() {
     w.server.fail_next_token_requests(1, Fault::Status(500));
     let err = client.get("/api/a").send::<Value>().await.unwrap_err();
     assert_eq!(err.auth_failure(), Some(AuthFailure::TokenUnavailable));
-    assert_eq!(get_id(&client, "/api/a").await, 2, "recovers on the next call");
+    // Within the backoff, the next request fails fast without calling the endpoint…
+    let calls = w.server.count("/oauth/token");
+    let err = client.get("/api/a").send::<Value>().await.unwrap_err();
+    assert_eq!(err.auth_failure(), Some(AuthFailure::SourceUnavailable), "{err}");
+    assert!(err.retry_at().is_some_and(|at| at > w.clock.now()), "{err:?}");
+    assert_eq!(w.server.count("/oauth/token"), calls, "no call while backing off");
+    // …and after it, the next call recovers.
+    w.clock.advance(tokenkit_core::defaults::OUTAGE_FIRST_DELAY);
+    assert_eq!(get_id(&client, "/api/a").await, 2, "recovers after the backoff");
 
     // Session mode: a 500 from the refresh endpoint keeps the session.
     let (client, browser) = expired_session::<A>(&w, w.session_builder::<A>()).await;
@@ -39,6 +47,7 @@ pub(crate) async fn token_endpoint_500<A: Adapter>() {
         user_of(&client, &browser).await.unwrap_err().auth_failure(),
         Some(AuthFailure::TokenUnavailable)
     );
+    w.clock.advance(tokenkit_core::defaults::OUTAGE_FIRST_DELAY);
     assert_eq!(
         user_of(&client, &browser).await.unwrap(),
         "alice",
@@ -52,6 +61,7 @@ pub(crate) async fn token_endpoint_503_then_success<A: Adapter>() {
     w.server.fail_next_refresh_requests(1, Fault::Status(503));
     let err = user_of(&client, &browser).await.unwrap_err();
     assert!(err.to_string().contains("503"), "{err}");
+    w.clock.advance(tokenkit_core::defaults::OUTAGE_FIRST_DELAY);
     assert_eq!(user_of(&client, &browser).await.unwrap(), "alice");
     assert_eq!(
         w.server.count("/auth/refresh"),
@@ -118,6 +128,7 @@ pub(crate) async fn refresh_connection_reset_mid_response<A: Adapter>() {
     let client = w.provider_client::<A>();
     w.server.fail_next_token_requests(1, Fault::Reset);
     assert!(client.get("/api/a").send::<Value>().await.is_err());
+    w.clock.advance(tokenkit_core::defaults::OUTAGE_FIRST_DELAY); // past the outage backoff
     assert!(get_id(&client, "/api/a").await > 0, "the next fetch works");
 }
 

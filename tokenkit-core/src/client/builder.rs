@@ -117,6 +117,7 @@ pub struct ClientBuilder {
     mode: Mode,
     store: Option<Arc<dyn TokenStore>>,
     coordinator: Option<Arc<dyn Coordinator>>,
+    outage: crate::OutageConfig,
     #[cfg(feature = "openid")]
     openid: Option<crate::client::openid::OpenIdConfig>,
     policy: Option<Arc<dyn RefreshPolicy>>,
@@ -156,6 +157,7 @@ impl ClientBuilder {
             #[cfg(feature = "openid")]
             openid: None,
             coordinator: None,
+            outage: crate::OutageConfig::default(),
             policy: None,
             overrides: Overrides::default(),
             header_name: AUTHORIZATION,
@@ -316,6 +318,14 @@ impl ClientBuilder {
     /// its own requests.
     pub fn coordinator(mut self, coordinator: impl Coordinator + 'static) -> Self {
         self.coordinator = Some(Arc::new(coordinator));
+        self
+    }
+
+    /// How the client behaves while its token source fails (an identity provider outage):
+    /// the jittered backoff between failed fetches, shared by every request, and the circuit
+    /// breaker. Default: [`OutageConfig::default`](crate::OutageConfig::default).
+    pub fn outage(mut self, outage: crate::OutageConfig) -> Self {
+        self.outage = outage;
         self
     }
 
@@ -522,7 +532,7 @@ impl ClientBuilder {
                     grant,
                     Arc::clone(&transport),
                     base.clone(),
-                    self.runtime.sleep.clone(),
+                    &self.runtime,
                     discovery.clone(),
                 ));
                 discovered = discovery;
@@ -562,7 +572,9 @@ impl ClientBuilder {
                     events: self.events.clone(),
                     fetch_timeout: self.fetch_timeout,
                     coordinator: self.coordinator.take(),
+                    outage: self.outage,
                 }),
+                by_params: std::sync::Mutex::default(),
                 header_name: self.header_name.clone(),
                 formatter: Arc::clone(&self.formatter),
                 endpoint,

@@ -91,6 +91,8 @@ struct ClientInner {
 
 struct Auth {
     manager: Manager,
+    /// The per-parameter token caches.
+    by_params: std::sync::Mutex<ParamsCache>,
     header_name: HeaderName,
     formatter: Formatter,
     /// Set in endpoint mode: serves login and logout.
@@ -99,7 +101,51 @@ struct Auth {
     oauth: Option<Arc<OAuth2Source>>,
 }
 
+/// The managers of the parameter combinations a client was asked for, each with when it was
+/// last used (a counter), so the least recently used is dropped past
+/// [`TOKEN_PARAMS_CACHE`](crate::defaults::TOKEN_PARAMS_CACHE).
+#[derive(Default)]
+pub(crate) struct ParamsCache {
+    map: std::collections::HashMap<crate::TokenParams, (Manager, u64)>,
+    tick: u64,
+}
+
 impl Auth {
+    /// The manager of tokens fetched with `params`: each combination its own cached token
+    /// and single flight.
+    fn manager_for(&self, params: &crate::TokenParams) -> Result<Manager, Error> {
+        if self.endpoint.is_some() || self.oauth.is_some() {
+            return Err(Error::config(
+                "per-request token parameters need a client-wide token (provider or client \
+                 credentials mode); a user's session has one set of tokens (token exchange \
+                 gets a token for another audience)",
+            ));
+        }
+        let mut cache = self
+            .by_params
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.tick = cache.tick.wrapping_add(1);
+        let tick = cache.tick;
+        let map = &mut cache.map;
+        if let Some((manager, used)) = map.get_mut(params) {
+            *used = tick;
+            return Ok(manager.clone());
+        }
+        let manager = self.manager.for_params(params.clone())?;
+        if map.len() >= crate::defaults::TOKEN_PARAMS_CACHE {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(params, _)| params.clone());
+            if let Some(oldest) = oldest {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(params.clone(), (manager.clone(), tick));
+        Ok(manager)
+    }
+
     /// The header value carrying `record`'s access token.
     fn header_value(&self, record: &TokenRecord) -> Result<HeaderValue, Error> {
         let access = record.access_token.as_ref().ok_or_else(|| {

@@ -66,6 +66,8 @@ pub struct RequestBuilder {
     timeout: Option<Option<Duration>>,
     skip_auth: bool,
     auth_override: AuthOverride,
+    /// The parameters of this request's token (boxed: most requests have none).
+    token_params: Option<Box<crate::TokenParams>>,
     retry: Option<RetryConfig>,
     context: Option<Context>,
     error: Option<Error>,
@@ -104,6 +106,7 @@ impl RequestBuilder {
             timeout: None,
             skip_auth: false,
             auth_override: AuthOverride::default(),
+            token_params: None,
             retry: None,
             context: None,
             error,
@@ -194,6 +197,26 @@ impl RequestBuilder {
     /// own headers are propagated to any refresh it triggers.
     pub fn auth(mut self, overrides: AuthOverride) -> Self {
         self.auth_override = overrides;
+        self
+    }
+
+    /// Asks for a token with these parameters (scopes, audience, resource indicators): the
+    /// client keeps one cached token and one single flight per combination, and a token is
+    /// never served to a request that asked for other parameters. Fields left unset inherit
+    /// the client's configuration. For a client-wide token (OAuth 2.0 client credentials, or
+    /// a [`TokenSource`](crate::TokenSource) that reads
+    /// [`FetchRequest::params`](crate::FetchRequest::params)); a session-mode client
+    /// answers with a configuration error. Empty parameters are the client's own token.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tokenkit_core::Client) -> Result<(), tokenkit_core::Error> {
+    /// use tokenkit_core::TokenParams;
+    /// let orders = TokenParams::new().scope("orders:read").audience("https://orders.example.com");
+    /// let body = client.get("/orders").token_params(orders).send::<serde_json::Value>().await?;
+    /// # let _ = body; Ok(()) }
+    /// ```
+    pub fn token_params(mut self, params: crate::TokenParams) -> Self {
+        self.token_params = (!params.is_empty()).then(|| Box::new(params));
         self
     }
 
@@ -363,19 +386,25 @@ impl RequestBuilder {
             _ => None,
         };
         let hints = || hints.as_deref().unwrap_or_else(|| RefreshHints::none());
+        // The manager of this request's token: the client's, or its parameters' own.
+        let for_params = match (auth, self.token_params.as_deref()) {
+            (Some(auth), Some(params)) => Some(auth.manager_for(params)?),
+            _ => None,
+        };
+        let manager = for_params.as_ref().or(auth.map(|auth| &auth.manager));
         let headers = self.merged_headers(client, ctx);
         let retry = self.retry.as_ref().unwrap_or(&inner.retry);
 
         // A fresh token is read without an await; the refresh path is boxed, so its state
         // does not enlarge (and get copied with) every request's future.
-        let mut token = match auth {
-            Some(auth) => Some(match auth.manager.fresh_token(ctx) {
+        let mut token = match manager {
+            Some(manager) => Some(match manager.fresh_token(ctx) {
                 Some(record) => record,
-                None => Box::pin(auth.manager.token(ctx, hints())).await?,
+                None => Box::pin(manager.token(ctx, hints())).await?,
             }),
             None => None,
         };
-        let policy = auth.map(|auth| &**auth.manager.policy());
+        let policy = manager.map(|manager| &**manager.policy());
         let (mut attempt, mut recoveries) = (1u32, 0u32);
         let mut response = loop {
             // The request of this attempt lives only until the transport takes it, so it does
@@ -429,16 +458,16 @@ impl RequestBuilder {
                     attempt += 1;
                 }
                 Next::Recover | Next::GiveUp => {
-                    let (Some(auth), Some(record), Ok(response)) = (auth, &token, sent) else {
+                    let (Some(manager), Some(record), Ok(response)) = (manager, &token, sent) else {
                         return Err(Error::config("unreachable: a recovery without a token"));
                     };
                     let status = response.status();
-                    let events = auth.manager.events();
+                    let events = manager.events();
                     events.emit(Event::Rejected {
                         method: &self.method,
                         status,
                     });
-                    match Box::pin(auth.manager.recover(ctx, record, recoveries, status, hints())).await {
+                    match Box::pin(manager.recover(ctx, record, recoveries, status, hints())).await {
                         Ok(next) => {
                             recoveries += 1;
                             token = Some(next);

@@ -159,15 +159,7 @@ impl RetryConfig {
     }
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let text = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(text).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
+pub(crate) use crate::header::retry_after;
 
 #[cfg(test)]
 mod tests {

@@ -53,6 +53,7 @@ pub(crate) struct Parts {
     pub(crate) events: Events,
     pub(crate) fetch_timeout: Option<Duration>,
     pub(crate) coordinator: Option<Arc<dyn Coordinator>>,
+    pub(crate) outage: super::OutageConfig,
 }
 
 impl Manager {
@@ -74,8 +75,41 @@ impl Manager {
                 coordinator,
                 shared_coordinator,
                 failures: AtomicU64::new(0),
+                breaker: Arc::new(super::breaker::Breaker::new(parts.outage)),
+                params: None,
             }),
         }
+    }
+
+    /// A manager of tokens fetched with `params`: its own in-memory token and its own single
+    /// flight, the same source, policy, hooks, events and outage gate. Only for a client-wide
+    /// token (a store of [`StoreScope::Process`](crate::StoreScope::Process)): a user's
+    /// session has one token set.
+    pub(crate) fn for_params(&self, params: crate::source::TokenParams) -> Result<Self, Error> {
+        let core = &self.core;
+        if core.store.scope() != crate::store::StoreScope::Process {
+            return Err(Error::config(
+                "per-request token parameters need a client-wide token (provider or client \
+                 credentials mode); a user's session has one set of tokens",
+            ));
+        }
+        let sessions = SessionTable::new(core.runtime.clone());
+        Ok(Self {
+            core: Arc::new(Core {
+                source: Arc::clone(&core.source),
+                store: Arc::new(crate::store::MemoryStore::new()),
+                policy: Arc::clone(&core.policy),
+                runtime: core.runtime.clone(),
+                events: core.events.clone(),
+                fetch_timeout: core.fetch_timeout,
+                coordinator: Arc::new(OwnTable(Arc::downgrade(&sessions))),
+                shared_coordinator: false,
+                failures: AtomicU64::new(0),
+                breaker: Arc::clone(&core.breaker),
+                params: Some(params),
+            }),
+            sessions,
+        })
     }
 
     pub(crate) fn policy(&self) -> &Arc<dyn RefreshPolicy> {

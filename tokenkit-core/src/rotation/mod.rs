@@ -2,6 +2,7 @@
 //! the coordination seam ([`Coordinator`]) and the driver that executes the decisions
 //! (`manager`, with one flight's steps in `refresh`).
 
+mod breaker;
 mod coordination;
 mod flight;
 mod key;
@@ -10,6 +11,7 @@ mod refresh;
 mod sessions;
 pub(crate) mod state;
 
+pub use breaker::OutageConfig;
 #[cfg(any(test, feature = "test-util"))]
 pub use coordination::contract;
 pub use coordination::{Coordinator, InProcessCoordinator, Lease, Role};

@@ -46,6 +46,11 @@ pub(crate) struct Core {
     pub(crate) shared_coordinator: bool,
     /// Consecutive token fetch failures; reset by a successful fetch.
     pub(crate) failures: AtomicU64,
+    /// The backoff and circuit breaker shared by every fetch of the client (and of its
+    /// per-parameter token caches).
+    pub(crate) breaker: Arc<super::breaker::Breaker>,
+    /// The parameters every token of this core is fetched with (a per-parameter cache).
+    pub(crate) params: Option<crate::source::TokenParams>,
 }
 
 impl Core {
@@ -258,16 +263,24 @@ impl Refresh {
             now,
             headers: self.hints.headers.clone(),
             data: self.hints.data.clone(),
+            params: core.params.clone(),
         };
+        // While the source is down, fail fast (a still-valid token is kept by the caller).
+        if let Err(shut) = core.breaker.admit(now) {
+            tracing::debug!(error = %shut, "token fetch skipped");
+            return Err(shut);
+        }
         let fetched = core.with_fetch_timeout(core.source.fetch(request)).await;
         crate::metrics::refresh_duration(self.reason, core.now().duration_since(now).unwrap_or_default());
         let err = match fetched.and_then(|r| r.validate().map(|()| r)) {
             Ok(record) => {
                 core.failures.store(0, Ordering::Relaxed);
+                core.breaker.succeeded();
                 return Ok(Fetched::New(Box::new(record)));
             }
             Err(err) => err,
         };
+        core.breaker.failed(&err, core.now(), super::breaker::unit());
         if counts_as_failure(&err) {
             let failures = core.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
             core.events.emit(Lifecycle::RefreshFailed {

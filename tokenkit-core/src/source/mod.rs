@@ -3,11 +3,13 @@
 pub(crate) mod discovery;
 pub(crate) mod endpoint;
 pub(crate) mod oauth2;
+mod params;
 pub(crate) mod parse;
 mod provider;
 
 pub use endpoint::{AuthContentType, EndpointConfig};
 pub use oauth2::{ClientAuth, ClientSecret, OAuth2Config};
+pub use params::TokenParams;
 pub use parse::FieldMapping;
 pub use provider::ProvidedToken;
 pub(crate) use provider::ProviderSource;
@@ -66,6 +68,10 @@ pub struct FetchRequest {
     pub headers: http::HeaderMap,
     /// Per-request `auth` override data to merge into the refresh body.
     pub data: Option<serde_json::Value>,
+    /// The parameters the token is for, when the request named some
+    /// ([`RequestBuilder::token_params`](crate::RequestBuilder::token_params)): a source
+    /// must fetch a token for exactly these (or fail), never one for other parameters.
+    pub params: Option<TokenParams>,
 }
 
 /// Credential headers and the per-request data print redacted.
@@ -78,6 +84,7 @@ impl fmt::Debug for FetchRequest {
             .field("now", &self.now)
             .field("headers", &crate::redact::RedactedHeaders(&self.headers))
             .field("data", &self.data.as_ref().map(|_| "[redacted]"))
+            .field("params", &self.params)
             .finish()
     }
 }

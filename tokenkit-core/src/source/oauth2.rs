@@ -14,9 +14,10 @@ use serde_json::Value;
 use url::Url;
 
 use super::parse::{parse_token_response, FieldMapping};
+use super::TokenParams;
 use super::{FetchRequest, TokenSource};
 use crate::error::{AuthFailure, Error, ErrorKind, OAuthError};
-use crate::runtime::Sleep;
+use crate::runtime::{Clock, Runtime, Sleep};
 use crate::source::discovery::Discovery;
 use crate::token::TokenRecord;
 use crate::transport::{send_with_timeout, Transport};
@@ -91,7 +92,9 @@ pub struct OAuth2Config {
     pub default_lifetime: Duration,
     /// Timeout of one token endpoint call (default 30 s).
     pub timeout: Duration,
-    /// Attempts at the token endpoint for 5xx and network errors (default 3).
+    /// Attempts at the token endpoint for 5xx and network errors (default 3). A 429 or 503
+    /// carrying `Retry-After` is not retried here: the error carries the delay and the
+    /// client's [`OutageConfig`](crate::OutageConfig) gate makes every request wait for it.
     pub attempts: u32,
     /// First delay between attempts, doubling (default 1 s).
     pub retry_delay: Duration,
@@ -248,6 +251,7 @@ pub(crate) struct OAuth2Source {
     transport: Arc<dyn Transport>,
     base: Url,
     sleep: Option<Arc<dyn Sleep>>,
+    clock: Arc<dyn Clock>,
     /// The provider's metadata, when the config names an issuer.
     pub(crate) discovery: Option<Arc<Discovery>>,
 }
@@ -284,6 +288,34 @@ fn parse_oauth_error(body: &Bytes, secrets: &[&str]) -> Option<OAuthError> {
         description: text("error_description"),
         uri: text("error_uri"),
     })
+}
+
+/// Fields a grant sets itself: login or per-request data cannot replace them.
+const GRANT_FIELDS: [&str; 11] = [
+    "grant_type",
+    "username",
+    "password",
+    "refresh_token",
+    "code",
+    "code_verifier",
+    "redirect_uri",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+];
+
+/// Appends `overrides`, each name replacing the fields of that name already there (a scope
+/// given at login is sent once, not twice); names of [`GRANT_FIELDS`] are dropped.
+fn merge_overrides(fields: &mut Vec<(String, String)>, overrides: Vec<(String, String)>) {
+    let (kept, dropped): (Vec<_>, Vec<_>) = overrides
+        .into_iter()
+        .partition(|(name, _)| !GRANT_FIELDS.contains(&name.as_str()));
+    for (name, _) in &dropped {
+        tracing::warn!(field = %name, "a token request field cannot be overridden; ignored");
+    }
+    fields.retain(|(name, _)| !kept.iter().any(|(k, _)| k == name));
+    fields.extend(kept);
 }
 
 /// Form fields whose values are secrets.
@@ -334,7 +366,7 @@ impl OAuth2Source {
         grant: Grant,
         transport: Arc<dyn Transport>,
         base: Url,
-        sleep: Option<Arc<dyn Sleep>>,
+        runtime: &Runtime,
         discovery: Option<Arc<Discovery>>,
     ) -> Self {
         Self {
@@ -342,9 +374,14 @@ impl OAuth2Source {
             grant,
             transport,
             base,
-            sleep,
+            sleep: runtime.sleep.clone(),
+            clock: Arc::clone(&runtime.clock),
             discovery,
         }
+    }
+
+    fn clock_now(&self) -> SystemTime {
+        self.clock.now()
     }
 
     /// The token endpoint: configured, or discovered.
@@ -388,17 +425,42 @@ impl OAuth2Source {
     }
 
     /// Scope, audience, resource and the extra parameters.
-    fn common_params(&self, fields: &mut Vec<(String, String)>) {
-        if !self.config.scopes.is_empty() {
-            fields.push(("scope".to_owned(), self.config.scopes.join(" ")));
+    /// Then the request's token parameters replace the configured scope, audience or
+    /// resource they set, and `overrides` (login or per-request data) replace any field of
+    /// the same name — each name is sent once. Fields the grant itself carries (credentials,
+    /// the refresh token, the code) cannot be overridden.
+    fn common_params(
+        &self,
+        fields: &mut Vec<(String, String)>,
+        params: Option<&TokenParams>,
+        overrides: Vec<(String, String)>,
+    ) {
+        let params = params.filter(|p| !p.is_empty());
+        let scopes = match params.map(TokenParams::scopes) {
+            Some(scopes) if !scopes.is_empty() => scopes.join(" "),
+            _ => self.config.scopes.join(" "),
+        };
+        if !scopes.is_empty() {
+            fields.push(("scope".to_owned(), scopes));
         }
-        if let Some(audience) = &self.config.audience {
-            fields.push(("audience".to_owned(), audience.clone()));
+        if let Some(audience) = params
+            .and_then(TokenParams::audience_value)
+            .or(self.config.audience.as_deref())
+        {
+            fields.push(("audience".to_owned(), audience.to_owned()));
         }
-        if let Some(resource) = &self.config.resource {
-            fields.push(("resource".to_owned(), resource.clone()));
+        match params.map(TokenParams::resources) {
+            Some(resources) if !resources.is_empty() => {
+                fields.extend(resources.iter().map(|r| ("resource".to_owned(), r.clone())));
+            }
+            _ => {
+                if let Some(resource) = &self.config.resource {
+                    fields.push(("resource".to_owned(), resource.clone()));
+                }
+            }
         }
         fields.extend(self.config.extra_params.iter().cloned());
+        merge_overrides(fields, overrides);
     }
 
     /// POSTs a form with client authentication to `url` (`discovered`: from the provider's
@@ -454,9 +516,16 @@ impl OAuth2Source {
                 Some(self.config.timeout),
             )
             .await;
+            // A server that says when to come back (`Retry-After` on a 429 or 503) is not
+            // retried here: the error carries the delay and the client's outage gate (shared
+            // by every request) honours it.
+            let retry_after = result
+                .as_ref()
+                .ok()
+                .and_then(|response| crate::header::retry_after(response.headers(), self.clock_now()));
             let retryable = match &result {
                 Err(err) => err.is_transport(),
-                Ok(response) => response.status().is_server_error(),
+                Ok(response) => response.status().is_server_error() && retry_after.is_none(),
             };
             if !matches!(&result, Ok(response) if response.status().is_success()) {
                 self.after_failure(discovered, &result).await;
@@ -487,7 +556,11 @@ impl OAuth2Source {
                 .map(|(_, value)| value.as_str())
                 .chain(self.config.client_secret.as_ref().map(|s| s.secret()))
                 .collect();
-            return Err(failure(what, parts.status, bytes, &secrets));
+            let err = failure(what, parts.status, bytes, &secrets);
+            return Err(match retry_after {
+                Some(after) => err.with_retry_after(after),
+                None => err,
+            });
         }
     }
 
@@ -535,8 +608,7 @@ impl OAuth2Source {
             ("username".to_owned(), username.to_owned()),
             ("password".to_owned(), password.to_owned()),
         ];
-        self.common_params(&mut fields);
-        fields.extend(extra);
+        self.common_params(&mut fields, None, extra);
         self.token(fields, now)
             .await
             .map_err(|err| match err.auth_failure() {
@@ -616,15 +688,17 @@ impl TokenSource for OAuth2Source {
                 fields.push(("refresh_token".to_owned(), refresh.secret().to_owned()));
             }
         }
-        self.common_params(&mut fields);
-        if let Some(Value::Object(data)) = &request.data {
-            for (k, v) in data {
-                fields.push((
-                    k.clone(),
-                    v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()),
-                ));
-            }
-        }
+        let overrides = match &request.data {
+            Some(Value::Object(data)) => data
+                .iter()
+                .map(|(k, v)| {
+                    let value = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                    (k.clone(), value)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.common_params(&mut fields, request.params.as_ref(), overrides);
         self.token(fields, request.now).await.map(|(record, _)| record)
     }
 }

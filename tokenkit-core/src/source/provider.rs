@@ -102,12 +102,28 @@ where
     E: Into<Box<dyn StdError + Send + Sync>>,
 {
     async fn fetch(&self, request: FetchRequest) -> Result<TokenRecord, Error> {
+        if request.params.is_some() {
+            // The closure cannot be told what the token is for: never hand its token to a
+            // request that asked for specific parameters.
+            return Err(Error::config(
+                "a token provider closure cannot fetch tokens for per-request parameters; \
+                 use OAuth 2.0 (ClientBuilder::oauth2_client_credentials) or a TokenSource \
+                 that reads FetchRequest::params",
+            ));
+        }
         let token = (self.provider)().await.map_err(|e| {
-            Error::new(
+            let cause: Box<dyn StdError + Send + Sync> = e.into();
+            // A provider that called a server through tokenkit passes its `Retry-After` on.
+            let retry_after = cause.downcast_ref::<Error>().and_then(Error::retry_after);
+            let err = Error::new(
                 ErrorKind::Auth(AuthFailure::TokenUnavailable),
                 "the token provider failed",
             )
-            .with_source(e)
+            .with_source(cause);
+            match retry_after {
+                Some(after) => err.with_retry_after(after),
+                None => err,
+            }
         })?;
         token.into_record(request.now)
     }
@@ -127,6 +143,7 @@ mod tests {
             now: UNIX_EPOCH,
             headers: http::HeaderMap::new(),
             data: None,
+            params: None,
         }
     }
 

@@ -36,6 +36,7 @@ fn parts(source: Arc<dyn TokenSource>, policy: StandardPolicy, runtime: Runtime)
         events: Events::default(),
         fetch_timeout: None,
         coordinator: None,
+        outage: crate::OutageConfig::default(),
     }
 }
 
@@ -359,6 +360,7 @@ fn a_refresh_slower_than_its_lease_keeps_extending_it_and_never_has_two_leaders(
     let calls = Arc::new(AtomicUsize::new(0));
     let m = Manager::new(Parts {
         coordinator: Some(Arc::new(shared.clone())),
+        outage: crate::OutageConfig::default(),
         ..parts(
             Arc::new(Slow(clock.sleeper(), Arc::clone(&calls))),
             StandardPolicy::provider(),
