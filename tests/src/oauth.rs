@@ -44,8 +44,85 @@ fn invalid_client() -> Response {
     response
 }
 
-/// The client that authenticated (Basic, with form-encoded parts, or in the body).
-fn authenticate(headers: &HeaderMap, form: &std::collections::HashMap<String, String>) -> Option<String> {
+/// The `client_assertion_type` of RFC 7523.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A client authenticating by assertion (RFC 7523 §3): a JWT signed with a registered key
+/// (`private_key_jwt`) or with the client's secret (`client_secret_jwt`, HS256); `iss` and
+/// `sub` the client id, `aud` this token endpoint, unexpired (no leeway), a `jti` never seen
+/// before.
+fn authenticate_assertion(
+    state: &State_,
+    headers: &HeaderMap,
+    form: &std::collections::HashMap<String, String>,
+) -> Option<String> {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER)
+        || form.contains_key("client_secret")
+    {
+        return None;
+    }
+    let assertion = form.get("client_assertion")?;
+    let header = jsonwebtoken::decode_header(assertion).ok()?;
+    let unverified = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(assertion).ok()?;
+    let client = unverified.claims.get("iss")?.as_str()?.to_owned();
+    if form.get("client_id").is_some_and(|id| *id != client) {
+        return None;
+    }
+    let keys: Vec<DecodingKey> = match header.alg {
+        Algorithm::HS256 => {
+            let secret = CLIENTS.iter().find(|(id, _)| *id == client)?.1;
+            vec![DecodingKey::from_secret(secret.as_bytes())]
+        }
+        Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256 | Algorithm::ES384 | Algorithm::EdDSA => {
+            lock(&state.client_keys)
+                .get(&client)?
+                .iter()
+                .filter(|jwk| header.kid.is_none() || jwk.common.key_id == header.kid)
+                .filter_map(|jwk| DecodingKey::from_jwk(jwk).ok())
+                .collect()
+        }
+        _ => return None,
+    };
+    let host = headers.get("host")?.to_str().ok()?;
+    let audience = format!("http://{host}/oauth2/token");
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[client.as_str()]);
+    validation.sub = Some(client.clone());
+    validation.leeway = 0;
+    validation.validate_exp = false; // checked below against the injected clock
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    let claims = keys
+        .iter()
+        .find_map(|key| jsonwebtoken::decode::<serde_json::Value>(assertion, key, &validation).ok())?
+        .claims;
+    let now = state
+        .clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    if claims.get("exp")?.as_u64()? <= now {
+        return None;
+    }
+    let jti = claims.get("jti")?.as_str()?.to_owned();
+    let mut seen = lock(&state.assertion_jtis);
+    let replay = seen.contains(&jti);
+    seen.push(jti);
+    (!replay).then_some(client)
+}
+
+/// The client that authenticated (Basic, with form-encoded parts, in the body, or by
+/// assertion).
+fn authenticate(
+    state: &State_,
+    headers: &HeaderMap,
+    form: &std::collections::HashMap<String, String>,
+) -> Option<String> {
+    if form.contains_key("client_assertion") {
+        return authenticate_assertion(state, headers, form);
+    }
     let (id, secret) = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
         Some(value) => {
             let encoded = value.strip_prefix("Basic ")?;
@@ -129,7 +206,7 @@ pub(crate) async fn token_endpoint(
             ),
         )
     };
-    let Some(client) = authenticate(&headers, &form) else {
+    let Some(client) = authenticate(&state, &headers, &form) else {
         if echo {
             return hostile("invalid_client", form.get("client_secret"));
         }
@@ -218,7 +295,7 @@ pub(crate) async fn revocation_endpoint(
         return response;
     }
     let form = fields(&body);
-    if authenticate(&headers, &form).is_none() {
+    if authenticate(&state, &headers, &form).is_none() {
         return invalid_client();
     }
     if let Some(token) = form.get("token") {

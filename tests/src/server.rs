@@ -115,6 +115,10 @@ pub(crate) struct State_ {
     pub(crate) oauth_token_type: Mutex<String>,
     pub(crate) oauth_omit_expires_in: Mutex<bool>,
     pub(crate) echo_secrets: Mutex<bool>,
+    /// Public keys of clients authenticating with `private_key_jwt`, by client id.
+    pub(crate) client_keys: Mutex<HashMap<String, Vec<jsonwebtoken::jwk::Jwk>>>,
+    /// Every client assertion's `jti` seen (a repeat is a replay: `invalid_client`), in order.
+    pub(crate) assertion_jtis: Mutex<Vec<String>>,
     /// What the discovery documents say (see [`AuthServer::set_discovery`]).
     pub(crate) discovery: Mutex<DiscoveryDoc>,
     pub(crate) issued: Mutex<HashMap<String, Issued>>,
@@ -199,6 +203,8 @@ impl AuthServer {
             oauth_token_type: Mutex::new("Bearer".to_owned()),
             oauth_omit_expires_in: Mutex::new(false),
             echo_secrets: Mutex::new(false),
+            client_keys: Mutex::new(HashMap::new()),
+            assertion_jtis: Mutex::new(Vec::new()),
             discovery: Mutex::new(DiscoveryDoc::default()),
             issued: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
@@ -359,6 +365,26 @@ impl AuthServer {
         for token in lock(&self.state.refresh_tokens).values_mut() {
             token.revoked = true;
         }
+    }
+
+    /// Registers a public key (a JWK, with its `alg`) of `client_id` for `private_key_jwt`
+    /// (RFC 7523): its assertions are verified with it. `client_secret_jwt` needs no
+    /// registration (the client's secret from [`crate::oauth::CLIENTS`] verifies it).
+    pub fn register_client_key(&self, client_id: &str, public_jwk: &str) {
+        let jwk: jsonwebtoken::jwk::Jwk = match serde_json::from_str(public_jwk) {
+            Ok(jwk) => jwk,
+            Err(e) => panic!("not a JWK: {e}"),
+        };
+        lock(&self.state.client_keys)
+            .entry(client_id.to_owned())
+            .or_default()
+            .push(jwk);
+    }
+
+    /// The `jti` of every client assertion the token endpoint received, in order (replays
+    /// included).
+    pub fn assertion_jtis(&self) -> Vec<String> {
+        lock(&self.state.assertion_jtis).clone()
     }
 
     /// Revokes every token issued so far (they get 401 before their expiry).

@@ -129,6 +129,8 @@ pub use rotation::{
 };
 pub use runtime::{BoxFuture, Clock, Runtime, Sleep, Spawn, SpawnError, SystemClock, Timeout};
 pub use source::discovery::{Discovery, ProviderMetadata};
+#[cfg(feature = "jose")]
+pub use source::{AssertionFile, AssertionSource, SigningAlgorithm, SigningKey};
 pub use source::{
     AuthContentType, ClientAuth, ClientSecret, EndpointConfig, FetchReason, FetchRequest, FieldMapping,
     OAuth2Config, ProvidedToken, TokenParams, TokenSource,

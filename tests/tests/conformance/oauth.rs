@@ -63,6 +63,7 @@ pub(crate) async fn oauth_client_credentials_with_basic_and_post_auth<A: Adapter
                         (Some(client.0), Some(client.1))
                     );
                 }
+                other => unreachable!("{other:?} is not in this test's list"),
             }
             let record = api.token().await.unwrap();
             assert_eq!(record.scope.as_deref(), Some("read write"));

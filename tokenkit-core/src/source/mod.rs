@@ -1,5 +1,7 @@
 //! Where tokens come from.
 
+#[cfg(feature = "jose")]
+pub(crate) mod assertion;
 pub(crate) mod discovery;
 pub(crate) mod endpoint;
 pub(crate) mod oauth2;
@@ -7,6 +9,8 @@ mod params;
 pub(crate) mod parse;
 mod provider;
 
+#[cfg(feature = "jose")]
+pub use assertion::{AssertionFile, AssertionSource, SigningAlgorithm, SigningKey};
 pub use endpoint::{AuthContentType, EndpointConfig};
 pub use oauth2::{ClientAuth, ClientSecret, OAuth2Config};
 pub use params::TokenParams;

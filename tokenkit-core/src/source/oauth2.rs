@@ -51,14 +51,45 @@ impl fmt::Display for ClientSecret {
     }
 }
 
-/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1, RFC 7523 §2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ClientAuth {
     /// HTTP Basic with the form-encoded id and secret (default).
     #[default]
     Basic,
     /// `client_id` and `client_secret` in the form body.
     Post,
+    /// `private_key_jwt`: an assertion signed with the client's key
+    /// ([`OAuth2Config::private_key_jwt`]) or supplied by an
+    /// [`AssertionSource`](crate::AssertionSource) ([`OAuth2Config::client_assertion`]).
+    /// Feature `jose`.
+    PrivateKeyJwt,
+    /// `client_secret_jwt`: an assertion signed (HS256) with the client secret. Feature
+    /// `jose`.
+    SecretJwt,
+}
+
+impl ClientAuth {
+    /// The method's name in provider metadata (`token_endpoint_auth_methods_supported`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Basic => "client_secret_basic",
+            ClientAuth::Post => "client_secret_post",
+            ClientAuth::PrivateKeyJwt => "private_key_jwt",
+            ClientAuth::SecretJwt => "client_secret_jwt",
+        }
+    }
+}
+
+/// Where a `private_key_jwt` assertion comes from.
+#[cfg(feature = "jose")]
+#[derive(Clone, Debug)]
+pub(crate) enum AssertionConfig {
+    /// Minted and signed with the client's key for every request.
+    Key(super::assertion::SigningKey),
+    /// Supplied for every request.
+    Source(Arc<dyn super::assertion::AssertionSource>),
 }
 
 /// An OAuth 2.0 client and its token endpoint.
@@ -104,6 +135,9 @@ pub struct OAuth2Config {
     /// Whether [`client_auth`](Self::client_auth) was chosen (else, with an issuer, the
     /// metadata's supported methods choose).
     pub(crate) client_auth_chosen: bool,
+    /// The `private_key_jwt` key or assertion source.
+    #[cfg(feature = "jose")]
+    pub(crate) assertion: Option<AssertionConfig>,
 }
 
 /// The secret prints redacted, and the extra parameters by name only.
@@ -146,6 +180,8 @@ impl OAuth2Config {
             retry_delay: crate::defaults::TOKEN_ENDPOINT_RETRY_DELAY,
             issuer: None,
             client_auth_chosen: false,
+            #[cfg(feature = "jose")]
+            assertion: None,
         }
     }
 
@@ -177,6 +213,29 @@ impl OAuth2Config {
         self.client_auth = auth;
         self.client_auth_chosen = true;
         self
+    }
+    /// Authenticates with `private_key_jwt` (RFC 7523): every token request carries an
+    /// assertion signed with `key` — `iss` and `sub` the client id, `aud` the token endpoint,
+    /// a fresh `jti`, `iat` now and `exp` a minute later (a retried request gets a new one).
+    /// Feature `jose`.
+    #[cfg(feature = "jose")]
+    pub fn private_key_jwt(mut self, key: super::assertion::SigningKey) -> Self {
+        self.assertion = Some(AssertionConfig::Key(key));
+        self.client_auth(ClientAuth::PrivateKeyJwt)
+    }
+    /// Authenticates with an assertion from `source` (a workload identity token, say, like
+    /// [`AssertionFile`](crate::AssertionFile)), asked for one on every token request. Sent
+    /// as `private_key_jwt`. Feature `jose`.
+    #[cfg(feature = "jose")]
+    pub fn client_assertion(mut self, source: impl super::assertion::AssertionSource + 'static) -> Self {
+        self.assertion = Some(AssertionConfig::Source(Arc::new(source)));
+        self.client_auth(ClientAuth::PrivateKeyJwt)
+    }
+    /// Authenticates with `client_secret_jwt` (RFC 7523): an assertion signed (HS256) with
+    /// the client secret, minted fresh for every token request. Feature `jose`.
+    #[cfg(feature = "jose")]
+    pub fn client_secret_jwt(self) -> Self {
+        self.client_auth(ClientAuth::SecretJwt)
     }
     /// Adds a scope.
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
@@ -290,6 +349,9 @@ fn parse_oauth_error(body: &Bytes, secrets: &[&str]) -> Option<OAuthError> {
     })
 }
 
+/// The `client_assertion_type` of a JWT assertion (RFC 7523 §2.2).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
 /// Fields a grant sets itself: login or per-request data cannot replace them.
 const GRANT_FIELDS: [&str; 11] = [
     "grant_type",
@@ -394,21 +456,92 @@ impl OAuth2Source {
         }
     }
 
-    /// The client authentication: as configured, or as the provider supports (Basic unless
-    /// it lists only `client_secret_post`).
+    /// The client authentication: as configured, or as the provider supports — with a
+    /// secret, Basic unless it lists only `client_secret_post` (then that) or only
+    /// `client_secret_jwt` (then that, feature `jose`).
     async fn client_auth(&self) -> Result<ClientAuth, Error> {
         match &self.discovery {
             Some(discovery) if !self.config.client_auth_chosen => {
                 let methods = &discovery.metadata().await?.token_endpoint_auth_methods_supported;
-                let has = |m: &str| methods.iter().any(|x| x == m);
-                Ok(if !has("client_secret_basic") && has("client_secret_post") {
+                let has = |m: ClientAuth| methods.iter().any(|x| x == m.as_str());
+                let no_basic = !methods.is_empty() && !has(ClientAuth::Basic);
+                Ok(if no_basic && has(ClientAuth::Post) {
                     ClientAuth::Post
+                } else if no_basic && has(ClientAuth::SecretJwt) && cfg!(feature = "jose") {
+                    ClientAuth::SecretJwt
                 } else {
                     self.config.client_auth
                 })
             }
             _ => Ok(self.config.client_auth),
         }
+    }
+
+    /// How this attempt authenticates the client: an `Authorization` header, or form fields.
+    /// Assertions are minted (or asked for) per attempt: never sent twice.
+    async fn authenticate(
+        &self,
+        method: ClientAuth,
+        audience: &str,
+        fields: &mut Vec<(String, String)>,
+    ) -> Result<Option<HeaderValue>, Error> {
+        let config = &self.config;
+        let id = || ("client_id".to_owned(), config.client_id.clone());
+        match (method, &config.client_secret) {
+            (ClientAuth::PrivateKeyJwt, _) | (ClientAuth::SecretJwt, Some(_)) => {
+                let assertion = self.assertion(method, audience).await?;
+                fields.push(id());
+                fields.push(("client_assertion_type".to_owned(), JWT_BEARER.to_owned()));
+                fields.push(("client_assertion".to_owned(), assertion));
+                Ok(None)
+            }
+            (ClientAuth::Basic, Some(secret)) => {
+                let mut value = HeaderValue::try_from(basic_credentials(&config.client_id, secret.secret()))
+                    .map_err(|_| Error::config("the client credentials cannot form a header"))?;
+                value.set_sensitive(true);
+                Ok(Some(value))
+            }
+            (ClientAuth::Post, Some(secret)) => {
+                fields.push(id());
+                fields.push(("client_secret".to_owned(), secret.secret().to_owned()));
+                Ok(None)
+            }
+            // A public client identifies itself in the body.
+            (_, None) => {
+                fields.push(id());
+                Ok(None)
+            }
+        }
+    }
+
+    /// A client assertion for `audience` (the token endpoint).
+    #[cfg(feature = "jose")]
+    async fn assertion(&self, method: ClientAuth, audience: &str) -> Result<String, Error> {
+        use super::assertion::{mint, Signer};
+        let config = &self.config;
+        let now = self.clock_now();
+        match (method, &config.assertion, &config.client_secret) {
+            (ClientAuth::PrivateKeyJwt, Some(AssertionConfig::Key(key)), _) => {
+                mint(Signer::Key(key), &config.client_id, audience, now)
+            }
+            (ClientAuth::PrivateKeyJwt, Some(AssertionConfig::Source(source)), _) => {
+                source.assertion(audience).await
+            }
+            (ClientAuth::SecretJwt, _, Some(secret)) => {
+                mint(Signer::Secret(secret.secret()), &config.client_id, audience, now)
+            }
+            _ => Err(Error::config(
+                "private_key_jwt needs a key (OAuth2Config::private_key_jwt) or an assertion \
+                 source (OAuth2Config::client_assertion)",
+            )),
+        }
+    }
+
+    #[cfg(not(feature = "jose"))]
+    async fn assertion(&self, _method: ClientAuth, _audience: &str) -> Result<String, Error> {
+        Err(Error::config(
+            "client authentication by assertion needs tokenkit-core's `jose` feature",
+        ))
     }
 
     /// A call to a discovered endpoint failed in a way a moved endpoint would explain (no
@@ -470,34 +603,21 @@ impl OAuth2Source {
         what: &str,
         url: &str,
         discovered: bool,
-        mut fields: Vec<(String, String)>,
+        fields: Vec<(String, String)>,
     ) -> Result<Bytes, Error> {
         let url = urls::resolve(&self.base, url, "")?;
-        let mut authorization = None;
-        match (self.client_auth().await?, &self.config.client_secret) {
-            (ClientAuth::Basic, Some(secret)) => {
-                let mut value =
-                    HeaderValue::try_from(basic_credentials(&self.config.client_id, secret.secret()))
-                        .map_err(|_| Error::config("the client credentials cannot form a header"))?;
-                value.set_sensitive(true);
-                authorization = Some(value);
-            }
-            (ClientAuth::Post, Some(secret)) => {
-                fields.push(("client_id".to_owned(), self.config.client_id.clone()));
-                fields.push(("client_secret".to_owned(), secret.secret().to_owned()));
-            }
-            // A public client identifies itself in the body.
-            (_, None) => fields.push(("client_id".to_owned(), self.config.client_id.clone())),
-        }
-        let body = Bytes::from(
-            serde_urlencoded::to_string(&fields)
-                .map_err(|e| Error::config(format!("the token request could not be encoded: {e}")))?,
-        );
+        let method = self.client_auth().await?;
         let uri = http::Uri::try_from(url.as_str())
             .map_err(|e| Error::new(ErrorKind::Url, format!("invalid token endpoint URL: {e}")))?;
         let mut attempt = 1;
         loop {
-            let mut request = http::Request::new(body.clone());
+            let mut sent = fields.clone();
+            let authorization = self.authenticate(method, url.as_str(), &mut sent).await?;
+            let body = Bytes::from(
+                serde_urlencoded::to_string(&sent)
+                    .map_err(|e| Error::config(format!("the token request could not be encoded: {e}")))?,
+            );
+            let mut request = http::Request::new(body);
             *request.method_mut() = Method::POST;
             *request.uri_mut() = uri.clone();
             let headers = request.headers_mut();
@@ -550,7 +670,7 @@ impl OAuth2Source {
             if parts.status.is_success() {
                 return Ok(bytes);
             }
-            let secrets: Vec<&str> = fields
+            let secrets: Vec<&str> = sent
                 .iter()
                 .filter(|(name, _)| SECRET_FIELDS.contains(&name.as_str()))
                 .map(|(_, value)| value.as_str())
